@@ -1,0 +1,278 @@
+//! The decision: given an anchor and the texts around it, where is it now and how is it?
+//!
+//! 1. With the anchor's file at its commit, map the range through the line diff. Every line
+//!    kept and contiguous with the same text: `intact`. At least half of the meaningful lines
+//!    kept or edited in place: `modified` there.
+//! 2. Otherwise the diff lost it: search the new file and the other files the change added or
+//!    grew (exact, then whitespace-insensitive, then fuzzy with context). A unique exact match
+//!    is `intact` wherever it is; anything weaker, or a tie, is `modified` at the best place.
+//! 3. Nothing found: if its lines were rewritten in place, `modified` at the lines that took
+//!    their place; else `deleted`, at the line where it used to be.
+//!
+//! Without the commit's file (shallow clone, rewritten history), or when the anchored text is
+//! not what the commit holds (lines anchored before they were committed), only the search runs.
+
+use std::sync::Arc;
+
+use super::linemap::{Fate, LineMap};
+use super::search::{Candidate, Hay, Needle, Tier, search};
+use super::text::{Text, is_trivial, split_lines};
+use super::{Anchor, CONTEXT_LINES, LineRange, Status, Unlocatable, Via};
+
+/// Other files worth searching, with their paths; produced only when needed.
+pub type Files = Arc<Vec<(String, Arc<Text>)>>;
+
+/// The texts an anchor is relocated between.
+#[derive(Clone, Copy, Default)]
+pub struct Sources<'a> {
+    /// The anchor's file at its commit; `None` when the commit is not available.
+    pub old: Option<&'a Text>,
+    /// The file at the target (its path after renames) and its text; `None` when it is gone.
+    pub new: Option<(&'a str, &'a Text)>,
+    /// The diff from `old` to `new`, when the caller keeps one per file pair.
+    pub map: Option<&'a LineMap>,
+    /// Other files worth searching when code left its file: those the change added or grew,
+    /// or, with no commit to diff against, whatever the caller can afford. Called only when
+    /// the anchor's own file does not settle the answer, so reading them can wait.
+    pub others: Option<&'a dyn Fn() -> Files>,
+}
+
+/// Where an anchor is now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relocation {
+    pub status: Status,
+    pub path: String,
+    pub lines: LineRange,
+    pub via: Via,
+}
+
+/// Relocates one anchor. See the module documentation for the rules.
+pub fn relocate(anchor: &Anchor, src: &Sources<'_>) -> Result<Relocation, Unlocatable> {
+    let range = anchor.lines;
+    if range.start == 0 || range.end < range.start {
+        return Err(Unlocatable::BadRange(range));
+    }
+    let given: Option<Vec<&str>> = anchor.text.as_deref().map(split_lines);
+    let (s, e) = (range.start - 1, range.end - 1);
+    let Some(old) = src.old else {
+        let lines = given.ok_or(Unlocatable::NoText)?;
+        let before = anchor.before.iter().map(String::as_str);
+        let after = anchor.after.iter().map(String::as_str);
+        let hint = src.new.map(|(_, t)| s.min(t.len().saturating_sub(1) as u32));
+        return by_text(anchor, src, &Needle::new(&lines, before, after), hint);
+    };
+    if old.is_binary() {
+        return Err(Unlocatable::Binary { path: anchor.path.clone() });
+    }
+    let past_end = e as usize >= old.len();
+    if past_end && given.is_none() {
+        return Err(Unlocatable::PastEnd { path: anchor.path.clone(), lines: range, len: old.len() });
+    }
+    if let Some((path, new)) = src.new {
+        if new.is_binary() {
+            return Err(Unlocatable::Binary { path: path.to_owned() });
+        }
+    }
+    let before: Vec<&str> =
+        old.lines(s.saturating_sub(CONTEXT_LINES as u32) as usize..(s as usize).min(old.len())).collect();
+    let after: Vec<&str> = if past_end {
+        Vec::new()
+    } else {
+        old.lines(e as usize + 1..(e as usize + 1 + CONTEXT_LINES).min(old.len())).collect()
+    };
+    let committed: Vec<&str> = if past_end { Vec::new() } else { old.lines(s as usize..e as usize + 1).collect() };
+    let owned_map;
+    let map = match (src.map, src.new) {
+        (Some(map), _) => Some(map),
+        (None, Some((_, new))) => {
+            owned_map = LineMap::new(old, new);
+            Some(&owned_map)
+        }
+        (None, None) => None,
+    };
+    match given {
+        Some(lines) if past_end || lines != committed => {
+            // Anchored on text the commit does not hold at those lines: search for the text,
+            // near where the commit's lines went.
+            let hint = map.map(|m| m.position(s.min(old.len() as u32)));
+            by_text(anchor, src, &Needle::new(&lines, before, after), hint)
+        }
+        _ => Ok(by_diff(anchor, src, old, map, &committed, (s, e), &Needle::new(&committed, before, after))),
+    }
+}
+
+fn by_diff(
+    anchor: &Anchor,
+    src: &Sources<'_>,
+    old: &Text,
+    map: Option<&LineMap>,
+    lines: &[&str],
+    (s, e): (u32, u32),
+    needle: &Needle,
+) -> Relocation {
+    let (Some(map), Some((new_path, new))) = (map, src.new) else {
+        // The file is gone: it may live on in another file, or it was deleted with its file.
+        return match find(needle, src, None, Via::Search) {
+            Some((found, _)) => found,
+            None => {
+                Relocation { status: Status::Deleted, path: anchor.path.clone(), lines: anchor.lines, via: Via::Diff }
+            }
+        };
+    };
+    let only_trivial = lines.iter().all(|l| is_trivial(l));
+    let meaningful = |i: u32| only_trivial || !is_trivial(lines[(i - s) as usize]);
+    let (mut lo, mut hi, mut all_kept, mut strength) = (u32::MAX, 0, true, 0u32);
+    let mut rewritten: Option<(u32, u32)> = None;
+    for i in s..=e {
+        let j = match map.fate(i, old, new) {
+            Fate::Kept(j) => j,
+            Fate::Edited(j) => {
+                all_kept = false;
+                j
+            }
+            Fate::Replaced { start, end } => {
+                all_kept = false;
+                let (a, b) = rewritten.unwrap_or((start, end - 1));
+                rewritten = Some((a.min(start), b.max(end - 1)));
+                continue;
+            }
+            Fate::Deleted { .. } => {
+                all_kept = false;
+                continue;
+            }
+        };
+        strength += meaningful(i) as u32;
+        lo = lo.min(j);
+        hi = hi.max(j);
+    }
+    if lo <= hi {
+        (lo, hi) = snap_edges(old, new, (s, e), (lo, hi), map);
+        all_kept = all_kept && hi - lo == e - s;
+    }
+    let here =
+        |status| Relocation { status, path: new_path.to_owned(), lines: LineRange::from_zero(lo, hi), via: Via::Diff };
+    if lo <= hi && hi - lo == e - s && new.hashes()[lo as usize..=hi as usize] == old.hashes()[s as usize..=e as usize]
+    {
+        if all_kept && !map.is_identity() && copied_since(needle, old, new, (s, e), (lo, hi)) {
+            // A copy of this code appeared: the diff kept one copy, but nothing says it is the
+            // one the discussion was about. Not a silent intact.
+            return here(Status::Modified);
+        }
+        return here(Status::Intact);
+    }
+    let voters = needle.voters() as u32;
+    if strength > 0 && strength * 2 >= voters {
+        return here(Status::Modified);
+    }
+    // The diff lost most of it. Look for it before settling for what little stayed.
+    let near = map.position(s);
+    if let Some((found, candidate)) = find(needle, src, Some((new_path, new, near)), Via::Search) {
+        if candidate.tier > Tier::Fuzzy || candidate.matched > strength {
+            return found;
+        }
+    }
+    if strength > 0 {
+        return here(Status::Modified);
+    }
+    // Rewritten in place beyond recognition is still edited in place, at the new lines.
+    if let Some((a, b)) = rewritten {
+        return Relocation {
+            status: Status::Modified,
+            path: new_path.to_owned(),
+            lines: LineRange::from_zero(a, b),
+            via: Via::Diff,
+        };
+    }
+    Relocation { status: Status::Deleted, path: new_path.to_owned(), lines: deleted_at(near, new), via: Via::Diff }
+}
+
+/// Relocation from the anchored text alone, near `hint` in the new file when known.
+fn by_text(anchor: &Anchor, src: &Sources<'_>, needle: &Needle, hint: Option<u32>) -> Result<Relocation, Unlocatable> {
+    let new = src.new.map(|(p, t)| (p, t, hint.unwrap_or(0)));
+    if let Some((found, _)) = find(needle, src, new, Via::Text) {
+        return Ok(found);
+    }
+    let (path, lines) = match src.new {
+        Some((path, text)) => (path.to_owned(), deleted_at(hint.unwrap_or(anchor.lines.start - 1), text)),
+        None => (anchor.path.clone(), anchor.lines),
+    };
+    Ok(Relocation { status: Status::Deleted, path, lines, via: Via::Text })
+}
+
+/// Grows the kept span over anchored edge lines the diff left out when the neighbouring new
+/// lines read the same: Myers happily matches a closing `}` with another one further on.
+fn snap_edges(old: &Text, new: &Text, (s, e): (u32, u32), (mut lo, mut hi): (u32, u32), map: &LineMap) -> (u32, u32) {
+    let (osq, nsq) = (old.squashed_hashes(), new.squashed_hashes());
+    let kept = |i: u32| matches!(map.fate(i, old, new), Fate::Kept(_) | Fate::Edited(_));
+    // Leading anchored lines before the first kept one.
+    let first = (s..=e).find(|&i| kept(i)).unwrap_or(s);
+    let mut i = first;
+    while i > s && lo > 0 && osq[i as usize - 1] == nsq[lo as usize - 1] {
+        i -= 1;
+        lo -= 1;
+    }
+    let last = (s..=e).rev().find(|&i| kept(i)).unwrap_or(e);
+    let mut i = last;
+    while i < e && (hi as usize + 1) < new.len() && osq[i as usize + 1] == nsq[hi as usize + 1] {
+        i += 1;
+        hi += 1;
+    }
+    (lo, hi)
+}
+
+/// True when the new text holds more copies of the anchored code (apart from the kept one)
+/// than the old text did (apart from the anchor itself). Only for code with enough substance
+/// to be copied deliberately: git's own copy detection wants 20 alphanumeric characters.
+fn copied_since(needle: &Needle, old: &Text, new: &Text, (s, e): (u32, u32), (lo, hi): (u32, u32)) -> bool {
+    let substance: usize = (s..=e).map(|i| old.line(i as usize).chars().filter(|c| c.is_alphanumeric()).count()).sum();
+    if substance < 20 || needle.voters() < 2 {
+        return false;
+    }
+    let others = |text: &Text, (a, b): (u32, u32)| {
+        search(needle, &[Hay { text, near: None }]).iter().filter(|c| c.end < a || c.start > b).count()
+    };
+    let in_new = others(new, (lo, hi));
+    in_new > 0 && in_new > others(old, (s, e))
+}
+
+/// Searches the anchor's own file first (`new`, with the line it would be at); only when that
+/// does not give a unique exact match are the other files read and searched along with it.
+/// The best candidate is `intact` only when it is exact and nothing ties with it.
+fn find(
+    needle: &Needle,
+    src: &Sources<'_>,
+    new: Option<(&str, &Text, u32)>,
+    via: Via,
+) -> Option<(Relocation, Candidate)> {
+    let answer = |found: &[Candidate], path: &dyn Fn(usize) -> String| -> Option<(Relocation, Candidate)> {
+        let top = *found.first()?;
+        let tie = found.get(1).is_some_and(|next| top.ties_with(next));
+        let status = if top.tier == Tier::Exact && !tie { Status::Intact } else { Status::Modified };
+        Some((Relocation { status, path: path(top.hay), lines: LineRange::from_zero(top.start, top.end), via }, top))
+    };
+    let own_path = new.map(|(p, _, _)| p.to_owned()).unwrap_or_default();
+    let own: Vec<Hay<'_>> = new.map(|(_, text, near)| Hay { text, near: Some(near) }).into_iter().collect();
+    let found_here = search(needle, &own);
+    let settled = answer(&found_here, &|_| own_path.clone()).filter(|(r, _)| r.status == Status::Intact);
+    if settled.is_some() {
+        return settled;
+    }
+    let Some(others) = src.others.map(|f| f()).filter(|o| !o.is_empty()) else {
+        return answer(&found_here, &|_| own_path.clone());
+    };
+    // Slot 0 is the anchor's own file, present or not, so indexes into `others` stay stable.
+    let empty = Text::new("");
+    let mut hays = vec![own.into_iter().next().unwrap_or(Hay { text: &empty, near: None })];
+    hays.extend(others.iter().map(|(_, text)| Hay { text, near: None }));
+    let found = search(needle, &hays);
+    answer(&found, &|k| if k == 0 { own_path.clone() } else { others[k - 1].0.clone() })
+}
+
+/// "Where it used to be": the line now at the gap it left, within the new file.
+fn deleted_at(at: u32, new: &Text) -> LineRange {
+    let line = (at as usize).min(new.len().saturating_sub(1)) as u32;
+    LineRange::from_zero(line, line)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,322 @@
+//! Finding anchored text again when the diff lost it: moved within the file, moved to another
+//! file, reformatted, or edited a little on the way.
+//!
+//! Every meaningful anchored line (see [`is_trivial`]) looks itself up in each haystack's
+//! whitespace-insensitive line index and votes for the diagonal `new line - anchored line`.
+//! The best diagonals become candidates, widened to tolerate lines inserted or removed inside
+//! the block, and graded: `Exact` (every line equal), `Whitespace` (equal ignoring whitespace)
+//! or `Fuzzy` (at least half the meaningful lines found in order). Context lines around the
+//! anchor break ties, then distance from where the anchor would have been. Cost is linear in
+//! the anchor's length times the occurrences of its lines, never in the haystack's size.
+
+use std::cmp::Reverse;
+
+use super::text::{Text, hash_str, is_trivial, squashed_hash};
+
+/// A line occurring more often than this in one haystack says nothing about where code went.
+const MAX_OCCURRENCES: usize = 256;
+
+/// How many of the most-voted diagonals per haystack are examined.
+const DIAGONALS_PER_HAY: usize = 4;
+
+/// What we are looking for: the anchored lines and the context around them.
+pub struct Needle {
+    exact: Vec<u64>,
+    squashed: Vec<u64>,
+    /// Lines that vote: the meaningful ones, or all of them when none is meaningful.
+    voters: Vec<usize>,
+    only_trivial: bool,
+    before: Vec<u64>,
+    after: Vec<u64>,
+}
+
+impl Needle {
+    pub fn new<'a>(
+        lines: &[&'a str],
+        before: impl IntoIterator<Item = &'a str>,
+        after: impl IntoIterator<Item = &'a str>,
+    ) -> Needle {
+        let mut voters: Vec<usize> = (0..lines.len()).filter(|&i| !is_trivial(lines[i])).collect();
+        let only_trivial = voters.is_empty();
+        if only_trivial {
+            voters = (0..lines.len()).collect();
+        }
+        Needle {
+            exact: lines.iter().map(|l| hash_str(l)).collect(),
+            squashed: lines.iter().map(|l| squashed_hash(l)).collect(),
+            voters,
+            only_trivial,
+            before: before.into_iter().map(squashed_hash).collect(),
+            after: after.into_iter().map(squashed_hash).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.exact.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty()
+    }
+
+    /// Number of meaningful lines, the denominator of a fuzzy score.
+    pub fn voters(&self) -> usize {
+        self.voters.len()
+    }
+}
+
+/// A text to search, and the line the anchor would be at if it had not moved (same file only).
+pub struct Hay<'a> {
+    pub text: &'a Text,
+    pub near: Option<u32>,
+}
+
+/// How well a candidate matches, best last.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tier {
+    Fuzzy,
+    Whitespace,
+    Exact,
+}
+
+/// A place the anchored text may have gone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Candidate {
+    /// Index into the haystacks searched.
+    pub hay: usize,
+    /// 0-based inclusive line range in that haystack.
+    pub start: u32,
+    pub end: u32,
+    pub tier: Tier,
+    /// Meaningful anchored lines found in order.
+    pub matched: u32,
+    /// Context lines that match around the candidate.
+    pub context: u32,
+    /// Lines away from where the anchor would have been, when known.
+    pub distance: Option<u32>,
+}
+
+impl Candidate {
+    fn rank(&self) -> (Reverse<Tier>, Reverse<u32>, Reverse<u32>, bool, Option<u32>) {
+        (Reverse(self.tier), Reverse(self.matched), Reverse(self.context), self.distance.is_none(), self.distance)
+    }
+
+    /// Two candidates nothing tells apart: the answer must not claim certainty.
+    pub fn ties_with(&self, other: &Candidate) -> bool {
+        self.tier == other.tier
+            && self.matched == other.matched
+            && self.context == other.context
+            && self.distance == other.distance
+    }
+}
+
+/// All acceptable candidates, best first.
+pub fn search(needle: &Needle, hays: &[Hay<'_>]) -> Vec<Candidate> {
+    if needle.is_empty() {
+        return Vec::new();
+    }
+    let mut out: Vec<Candidate> = Vec::new();
+    for (h, hay) in hays.iter().enumerate() {
+        if hay.text.is_empty() || hay.text.is_binary() {
+            continue;
+        }
+        // (diagonal, anchored line, hay line) for every vote.
+        let mut votes: Vec<(i64, u32, u32)> = Vec::new();
+        let index = hay.text.index();
+        for &i in &needle.voters {
+            let Some(places) = index.get(&needle.squashed[i]) else { continue };
+            if places.len() > MAX_OCCURRENCES && !needle.only_trivial {
+                continue;
+            }
+            votes.extend(places.iter().take(MAX_OCCURRENCES).map(|&j| (j as i64 - i as i64, i as u32, j)));
+        }
+        if votes.is_empty() {
+            continue;
+        }
+        votes.sort_unstable();
+        for diagonal in top_diagonals(&votes) {
+            if let Some(c) = candidate_at(needle, hay, h, diagonal, &votes) {
+                if !out.iter().any(|o| o.hay == c.hay && o.start == c.start && o.end == c.end) {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    out.retain(|c| acceptable(needle, c));
+    out.sort_by_key(|c| c.rank());
+    out
+}
+
+/// The diagonals with the most distinct voting lines, most first.
+fn top_diagonals(votes: &[(i64, u32, u32)]) -> Vec<i64> {
+    let mut counts: Vec<(u32, i64)> = Vec::new();
+    let mut k = 0;
+    while k < votes.len() {
+        let d = votes[k].0;
+        let mut n = 0;
+        let mut last_i = u32::MAX;
+        while k < votes.len() && votes[k].0 == d {
+            if votes[k].1 != last_i {
+                n += 1;
+                last_i = votes[k].1;
+            }
+            k += 1;
+        }
+        counts.push((n, d));
+    }
+    counts.sort_unstable_by_key(|&(n, d)| (Reverse(n), d));
+    counts.into_iter().take(DIAGONALS_PER_HAY).map(|(_, d)| d).collect()
+}
+
+/// Builds the candidate around `diagonal`: the votes near it, kept in order, projected to the
+/// block's full extent, then graded.
+fn candidate_at(
+    needle: &Needle,
+    hay: &Hay<'_>,
+    h: usize,
+    diagonal: i64,
+    votes: &[(i64, u32, u32)],
+) -> Option<Candidate> {
+    let k = needle.len() as i64;
+    let slack = (k / 2).max(2);
+    // For each anchored line, the vote closest to the diagonal.
+    let lo = votes.partition_point(|v| v.0 < diagonal - slack);
+    let hi = votes.partition_point(|v| v.0 <= diagonal + slack);
+    let mut best: Vec<Option<(i64, u32)>> = vec![None; needle.len()];
+    for &(d, i, j) in &votes[lo..hi] {
+        let dist = (d - diagonal).abs();
+        let slot = &mut best[i as usize];
+        if slot.is_none_or(|(bd, _)| dist < bd) {
+            *slot = Some((dist, j));
+        }
+    }
+    // Keep them in order: each matched line must come after the previous one.
+    let mut matches: Vec<(u32, u32)> = Vec::new();
+    for (i, slot) in best.iter().enumerate() {
+        if let Some((_, j)) = *slot {
+            if matches.last().is_none_or(|&(_, pj)| j > pj) {
+                matches.push((i as u32, j));
+            }
+        }
+    }
+    let (&(i0, j0), &(i1, j1)) = (matches.first()?, matches.last()?);
+    let last = hay.text.len() as i64 - 1;
+    let start = (j0 as i64 - i0 as i64).clamp(0, last) as u32;
+    let end = (j1 as i64 + (k - 1 - i1 as i64)).clamp(start as i64, last) as u32;
+    let matched = matches.len() as u32;
+    let tier = grade(needle, hay.text, start, end);
+    Some(Candidate {
+        hay: h,
+        start,
+        end,
+        tier,
+        matched: if tier == Tier::Fuzzy { matched } else { needle.voters.len() as u32 },
+        context: context_matches(needle, hay.text, start, end),
+        distance: hay.near.map(|n| n.abs_diff(start)),
+    })
+}
+
+fn grade(needle: &Needle, text: &Text, start: u32, end: u32) -> Tier {
+    if (end - start + 1) as usize != needle.len() {
+        return Tier::Fuzzy;
+    }
+    let range = start as usize..end as usize + 1;
+    if text.hashes()[range.clone()] == needle.exact[..] {
+        Tier::Exact
+    } else if text.squashed_hashes()[range] == needle.squashed[..] {
+        Tier::Whitespace
+    } else {
+        Tier::Fuzzy
+    }
+}
+
+fn context_matches(needle: &Needle, text: &Text, start: u32, end: u32) -> u32 {
+    let sq = text.squashed_hashes();
+    let nb = needle.before.len();
+    let before = needle
+        .before
+        .iter()
+        .enumerate()
+        .filter(|&(b, h)| {
+            let at = start as i64 - nb as i64 + b as i64;
+            at >= 0 && sq.get(at as usize) == Some(h)
+        })
+        .count();
+    let after = needle.after.iter().enumerate().filter(|&(a, h)| sq.get(end as usize + 1 + a) == Some(h)).count();
+    (before + after) as u32
+}
+
+fn acceptable(needle: &Needle, c: &Candidate) -> bool {
+    if needle.only_trivial {
+        // A blank line or a lone brace is everywhere: only its context can place it.
+        return c.tier >= Tier::Whitespace && c.context > 0;
+    }
+    let voters = needle.voters.len() as u32;
+    match c.tier {
+        Tier::Exact | Tier::Whitespace => true,
+        Tier::Fuzzy => c.matched * 2 >= voters && c.matched >= voters.min(2),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find(anchored: &[&str], before: &[&str], after: &[&str], hay: &str, near: Option<u32>) -> Vec<Candidate> {
+        let text = Text::new(hay);
+        let needle = Needle::new(anchored, before.iter().copied(), after.iter().copied());
+        search(&needle, &[Hay { text: &text, near }])
+    }
+
+    #[test]
+    fn exact_block_found_where_it_moved() {
+        let hay = "a\nb\nc\nfn moved() {\n    work();\n}\nd\n";
+        let c = find(&["fn moved() {", "    work();", "}"], &[], &[], hay, Some(0));
+        assert_eq!((c[0].start, c[0].end, c[0].tier), (3, 5, Tier::Exact));
+    }
+
+    #[test]
+    fn reindented_block_is_whitespace_tier() {
+        let hay = "mod m {\n    fn moved() {\n        work();\n    }\n}\n";
+        let c = find(&["fn moved() {", "    work();", "}"], &[], &[], hay, None);
+        assert_eq!((c[0].start, c[0].end, c[0].tier), (1, 3, Tier::Whitespace));
+    }
+
+    #[test]
+    fn block_with_an_inserted_line_is_fuzzy_and_spans_it() {
+        let hay = "x\nfn moved() {\n    setup();\n    work();\n    more();\n}\ny\n";
+        let c = find(&["fn moved() {", "    work();", "    more();", "}"], &[], &[], hay, None);
+        assert_eq!((c[0].start, c[0].end, c[0].tier, c[0].matched), (1, 5, Tier::Fuzzy, 3));
+    }
+
+    #[test]
+    fn context_picks_the_right_copy_of_duplicated_code() {
+        let hay = "fn one() {\n    shared_line();\n}\nfn two() {\n    shared_line();\n}\n";
+        let c = find(&["    shared_line();"], &["fn two() {"], &["}"], hay, Some(0));
+        assert_eq!((c[0].start, c[0].context), (4, 2));
+        assert!(!c[0].ties_with(&c[1]));
+    }
+
+    #[test]
+    fn without_context_the_nearest_copy_wins_and_equal_distance_ties() {
+        let hay = "shared_line();\nx\nshared_line();\ny\nshared_line();\n";
+        let c = find(&["shared_line();"], &[], &[], hay, Some(3));
+        assert_eq!(c[0].distance, Some(1));
+        assert!(c[0].ties_with(&c[1]), "lines 2 and 4 are both one line away");
+    }
+
+    #[test]
+    fn too_little_survives_to_claim_a_fuzzy_match() {
+        let hay = "fn moved() {\n    totally();\n    different();\n    body();\n}\n";
+        let c = find(&["fn moved() {", "    work();", "    more();", "    again();", "}"], &[], &[], hay, None);
+        assert!(c.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn a_lone_brace_needs_its_context() {
+        let hay = "a();\n}\nb();\n}\n";
+        assert!(find(&["}"], &[], &[], hay, None).is_empty());
+        let c = find(&["}"], &["b();"], &[], hay, None);
+        assert_eq!(c[0].start, 3);
+    }
+}

@@ -1,0 +1,18 @@
+//! marginalia: local-first code discussions for teams.
+//!
+//! # Code map
+//!
+//! - [`anchor`]: the anchor engine, the heart. Pure: texts and edits in, locations out.
+//!   **Invariant:** it knows nothing of git, disks, async, JSON or LSP.
+//! - [`git`]: reads through git2 (file text at a commit or on disk, what a range of history
+//!   changed, renames, repository identity). **Invariant:** the only module that knows git2;
+//!   it never writes.
+//! - [`locate`]: relocating anchors in a repository, gluing `git` to `anchor` with the caches a
+//!   batch needs; the stable JSON Lines interface of `marginalia locate`.
+//! - [`cli`]: the command line. Glue: parses, calls the modules above, prints. The only place
+//!   that writes to stdout.
+
+pub mod anchor;
+pub mod cli;
+pub mod git;
+pub mod locate;

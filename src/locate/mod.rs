@@ -1,0 +1,175 @@
+//! Relocating anchors in a repository: the glue between the git reads and the anchor engine.
+//!
+//! A [`Locator`] serves one (repository, target) pair and keeps what many anchors share: one
+//! line map per (old blob, new blob) pair, the files each commit range added or grew, and, for
+//! anchors whose commit is missing, the target's whole tree. Anchors on a file that did not
+//! change between their commit and the target cost one cached lookup.
+//!
+//! [`batch`] is the stable JSON Lines interface of `marginalia locate --batch`.
+
+pub mod batch;
+
+use std::cell::{OnceCell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::anchor::{Anchor, Files, LineMap, Relocation, Sources, Text, relocate};
+use crate::git::{GitError, ObjectId, Repo, Target};
+
+/// Files read when searching a whole tree for an anchor whose commit is missing.
+const MAX_TREE_FILES: usize = 50_000;
+/// Larger files are skipped by whole-tree and moved-code searches.
+const MAX_SEARCH_FILE_BYTES: usize = 2 << 20;
+/// Files a commit range added or grew that are searched for code that left its file.
+const MAX_MOVE_TARGETS: usize = 2_000;
+
+/// The answer for one anchor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Located {
+    Found(Relocation),
+    /// It cannot be located at all; the reason says why and, where it helps, what to do.
+    Unknown(String),
+}
+
+/// Why an anchor could not be located.
+enum Why {
+    Unknown(String),
+    Git(GitError),
+}
+
+impl From<GitError> for Why {
+    fn from(e: GitError) -> Why {
+        Why::Git(e)
+    }
+}
+
+/// Relocates anchors of one repository to one target, sharing work between them.
+pub struct Locator<'r> {
+    repo: &'r Repo,
+    target: Target,
+    maps: RefCell<HashMap<(ObjectId, ObjectId), Arc<LineMap>>>,
+    moved_into: RefCell<HashMap<ObjectId, Files>>,
+    whole_tree: OnceCell<Files>,
+}
+
+impl<'r> Locator<'r> {
+    pub fn new(repo: &'r Repo, target: Target) -> Locator<'r> {
+        Locator { repo, target, maps: RefCell::default(), moved_into: RefCell::default(), whole_tree: OnceCell::new() }
+    }
+
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
+    /// Where `anchor` is at the target.
+    pub fn locate(&self, anchor: &Anchor) -> Located {
+        match self.try_locate(anchor) {
+            Ok(Ok(found)) => Located::Found(found),
+            Ok(Err(unlocatable)) => Located::Unknown(unlocatable.to_string()),
+            Err(Why::Unknown(reason)) => Located::Unknown(reason),
+            Err(Why::Git(e)) => Located::Unknown(e.to_string()),
+        }
+    }
+
+    fn try_locate(&self, anchor: &Anchor) -> Result<Result<Relocation, crate::anchor::Unlocatable>, Why> {
+        let Some(commit) = self.repo.commit(&anchor.commit).map_err(Why::Unknown)? else {
+            if anchor.text.is_none() {
+                return Err(Why::Unknown(format!(
+                    "commit {} is not in this repository (a shallow clone, or history rewritten since?) and \
+                     the case has no `text` to search for: fetch the commit or send the anchored text",
+                    anchor.commit
+                )));
+            }
+            return Ok(self.by_text(anchor)?);
+        };
+        let Some(old_blob) = self.repo.blob_at(commit, &anchor.path)? else {
+            if anchor.text.is_some() {
+                return Ok(self.by_text(anchor)?);
+            }
+            return Err(Why::Unknown(format!("{} does not exist at commit {}", anchor.path, commit.short())));
+        };
+        let old = self.repo.text(old_blob, &anchor.path)?;
+        let new_path = self.repo.follow(commit, &anchor.path, self.target)?;
+        let new = match &new_path {
+            Some(p) => self.repo.file(self.target, p)?,
+            None => None,
+        };
+        let map = new.as_ref().map(|n| self.line_map(old_blob, &old, n.id, &n.text));
+        let others = || self.moved_into(commit);
+        let src = Sources {
+            old: Some(&old),
+            new: new_path.as_deref().zip(new.as_ref()).map(|(p, n)| (p, &*n.text)),
+            map: map.as_deref(),
+            others: Some(&others),
+        };
+        Ok(relocate(anchor, &src))
+    }
+
+    /// No usable commit: search the anchored text at the same path, then everywhere.
+    fn by_text(&self, anchor: &Anchor) -> Result<Result<Relocation, crate::anchor::Unlocatable>, GitError> {
+        let new = self.repo.file(self.target, &anchor.path)?;
+        let others = || self.whole_tree(&anchor.path);
+        let src = Sources {
+            old: None,
+            new: new.as_ref().map(|n| (anchor.path.as_str(), &*n.text)),
+            map: None,
+            others: Some(&others),
+        };
+        Ok(relocate(anchor, &src))
+    }
+
+    fn line_map(&self, old_id: ObjectId, old: &Text, new_id: ObjectId, new: &Text) -> Arc<LineMap> {
+        let key = (old_id, new_id);
+        if let Some(m) = self.maps.borrow().get(&key) {
+            return m.clone();
+        }
+        let map = Arc::new(LineMap::new(old, new));
+        self.maps.borrow_mut().insert(key, map.clone());
+        map
+    }
+
+    /// Files that `commit..target` added, or that grew: where code leaving its file went.
+    fn moved_into(&self, commit: ObjectId) -> Files {
+        if let Some(f) = self.moved_into.borrow().get(&commit) {
+            return f.clone();
+        }
+        let mut files = Vec::new();
+        if let Ok(changes) = self.repo.changes(commit, self.target) {
+            for c in changes.iter() {
+                if files.len() >= MAX_MOVE_TARGETS {
+                    break;
+                }
+                let grew = match (c.old, c.new) {
+                    (None, _) => true,
+                    (Some(old), Some(new)) => self.repo.blob_size(new) > self.repo.blob_size(old),
+                    (Some(_), None) => true, // a working-tree file: size unknown until read
+                };
+                if let (true, Some(file)) = (grew, self.readable(&c.path)) {
+                    files.push((c.path.clone(), file));
+                }
+            }
+        }
+        let files: Files = Arc::new(files);
+        self.moved_into.borrow_mut().insert(commit, files.clone());
+        files
+    }
+
+    /// Every readable text file of the target except `skip` (read once per locator).
+    fn whole_tree(&self, skip: &str) -> Files {
+        let all = self
+            .whole_tree
+            .get_or_init(|| {
+                let paths = self.repo.all_paths(self.target).unwrap_or_default();
+                let files =
+                    paths.into_iter().take(MAX_TREE_FILES).filter_map(|p| self.readable(&p).map(|t| (p, t))).collect();
+                Arc::new(files)
+            })
+            .clone();
+        Arc::new(all.iter().filter(|(p, _)| p != skip).cloned().collect())
+    }
+
+    fn readable(&self, path: &str) -> Option<Arc<Text>> {
+        let file = self.repo.file(self.target, path).ok()??;
+        (!file.text.is_binary() && file.text.as_str().len() <= MAX_SEARCH_FILE_BYTES).then_some(file.text)
+    }
+}

@@ -122,6 +122,7 @@ pub struct Repo {
     changes: RefCell<HashMap<(ObjectId, Target), Changes>>,
     renames: RefCell<HashMap<(ObjectId, String, Target), Option<String>>>,
     worktree_files: RefCell<Option<Arc<BTreeSet<String>>>>,
+    blob_reads: std::cell::Cell<usize>,
 }
 
 #[derive(Default)]
@@ -155,7 +156,13 @@ impl Repo {
             changes: RefCell::default(),
             renames: RefCell::default(),
             worktree_files: RefCell::default(),
+            blob_reads: std::cell::Cell::new(0),
         }
+    }
+
+    /// How many blobs (or working-tree files) were read from storage: cache misses.
+    pub fn blob_reads(&self) -> usize {
+        self.blob_reads.get()
     }
 
     pub fn is_bare(&self) -> bool {
@@ -230,6 +237,7 @@ impl Repo {
             return Ok(t.clone());
         }
         let b = self.repo.find_blob(blob.0).map_err(|e| read_err(format!("{path} (blob {})", blob.short()), e))?;
+        self.blob_reads.set(self.blob_reads.get() + 1);
         if b.size() > MAX_FILE_BYTES {
             return Err(GitError::TooLarge { path: path.to_owned(), size: b.size() });
         }
@@ -279,6 +287,7 @@ impl Repo {
             if meta.len() as usize > MAX_FILE_BYTES {
                 return Err(GitError::TooLarge { path: path.to_owned(), size: meta.len() as usize });
             }
+            self.blob_reads.set(self.blob_reads.get() + 1);
             std::fs::read(&full).map_err(|e| read_err(full.display(), e))?
         } else {
             return Ok(None);

@@ -61,6 +61,11 @@ impl<'r> Locator<'r> {
         self.target
     }
 
+    /// How many line diffs were computed: one per distinct (old blob, new blob) pair.
+    pub fn diffs_computed(&self) -> usize {
+        self.maps.borrow().len()
+    }
+
     /// Where `anchor` is at the target.
     pub fn locate(&self, anchor: &Anchor) -> Located {
         match self.try_locate(anchor) {

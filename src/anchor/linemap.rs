@@ -30,10 +30,8 @@ pub enum Fate {
     Kept(u32),
     /// Edited in place, now this new line.
     Edited(u32),
-    /// Rewritten beyond recognition: it became (some of) the new lines `start..end`, which
-    /// resemble no old line.
-    Replaced { start: u32, end: u32 },
-    /// Removed; the lines around it now meet before new line `at`.
+    /// Removed, or rewritten beyond recognition; the lines around it now meet before new
+    /// line `at`.
     Deleted { at: u32 },
 }
 
@@ -140,22 +138,10 @@ impl LineMap {
         if let Some(j) = pairing[offset as usize] {
             return Fate::Edited(j);
         }
-        // Unpaired: it may have become one of the unpaired new lines between its paired
-        // neighbours; if there are none, it was deleted.
-        let offset = offset as usize;
-        let prev = pairing[..offset].iter().rposition(Option::is_some);
-        let next = pairing[offset + 1..].iter().position(Option::is_some).map(|k| offset + 1 + k);
-        let start = prev.and_then(|k| pairing[k]).map_or(h.new, |j| j + 1);
-        let end = next.and_then(|k| pairing[k]).unwrap_or(h.new + h.new_len);
-        if start < end {
-            // The unpaired old lines of this gap share its unpaired new lines in proportion.
-            let gap_start = prev.map_or(0, |k| k + 1);
-            let gap_len = next.unwrap_or(h.old_len as usize) - gap_start;
-            let (o, m, n) = ((offset - gap_start) as u64, gap_len as u64, (end - start) as u64);
-            let a = start + (o * n / m) as u32;
-            let b = start + ((o + 1) * n).div_ceil(m) as u32;
-            return Fate::Replaced { start: a, end: b };
-        }
+        // Unpaired: rewritten beyond recognition or deleted, which a diff cannot tell apart;
+        // either way nothing of it survives. It was where its paired neighbour's line ends.
+        let prev = pairing[..offset as usize].iter().rev().find_map(|&p| p);
+        let start = prev.map_or(h.new, |j| j + 1);
         Fate::Deleted { at: start }
     }
 
@@ -175,18 +161,20 @@ impl LineMap {
 /// by position when the lines are alike.
 fn pair_hunk(h: Hunk, old: &Text, new: &Text) -> Box<[Option<u32>]> {
     let (m, n) = (h.old_len as usize, h.new_len as usize);
-    let olds: Vec<Shingles> = (0..m).map(|i| Shingles::new(old.line(h.old as usize + i))).collect();
+    // Names rare in these texts say more than words found everywhere in them.
+    let weight = |t: u64| 1.0 / ((old.lines_with_token(t) + new.lines_with_token(t)).max(1) as f32).sqrt();
+    let olds: Vec<Shingles> = (0..m).map(|i| Shingles::weighted(old.line(h.old as usize + i), &weight)).collect();
     if m * n > PAIRING_BUDGET {
         // Too big to align: pair by proportional position, keeping only pairs that resemble.
         return (0..m)
             .map(|i| {
                 let j = (i * n / m).min(n - 1);
-                let s = similarity(&olds[i], &Shingles::new(new.line(h.new as usize + j)));
+                let s = similarity(&olds[i], &Shingles::weighted(new.line(h.new as usize + j), &weight));
                 (s >= PAIRING_THRESHOLD).then_some(h.new + j as u32)
             })
             .collect();
     }
-    let news: Vec<Shingles> = (0..n).map(|j| Shingles::new(new.line(h.new as usize + j))).collect();
+    let news: Vec<Shingles> = (0..n).map(|j| Shingles::weighted(new.line(h.new as usize + j), &weight)).collect();
     // score[i][j]: best total for olds[i..] against news[j..].
     let w = n + 1;
     let mut score = vec![0f32; (m + 1) * w];
@@ -223,22 +211,27 @@ fn pair_hunk(h: Hunk, old: &Text, new: &Text) -> Box<[Option<u32>]> {
     out.into_boxed_slice()
 }
 
-/// Two lines joined into one pair only once; the other old line's text lives on inside the
-/// new line its paired neighbour became. Pair it there too (many to one, order kept).
+/// Lines joined into one (two old lines made one new line) cannot all be paired one to one;
+/// an old line whose whole text lives on inside a new line of its gap (between the new lines
+/// its paired neighbours went to) is paired there too: many to one, order kept. Only for
+/// meaningful lines, which are not contained in others by chance.
 fn absorb_joins(out: &mut [Option<u32>], old: &Text, new: &Text, h: Hunk) {
     let squash = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    let mut squashed_new: Vec<Option<String>> = vec![None; h.new_len as usize];
     for i in 0..out.len() {
         if out[i].is_some() {
             continue;
         }
-        let mine = squash(old.line(h.old as usize + i));
-        if mine.is_empty() {
+        let line = old.line(h.old as usize + i);
+        if super::text::is_trivial(line) {
             continue;
         }
-        let prev = out[..i].iter().rev().find_map(|&p| p);
-        let next = out[i + 1..].iter().find_map(|&p| p);
-        for j in [prev, next].into_iter().flatten() {
-            if squash(new.line(j as usize)).contains(&mine) {
+        let mine = squash(line);
+        let lo = out[..i].iter().rev().find_map(|&p| p).unwrap_or(h.new);
+        let hi = out[i + 1..].iter().find_map(|&p| p).unwrap_or(h.new + h.new_len - 1);
+        for j in lo..=hi {
+            let theirs = squashed_new[(j - h.new) as usize].get_or_insert_with(|| squash(new.line(j as usize)));
+            if theirs.contains(&mine) {
                 out[i] = Some(j);
                 break;
             }
@@ -280,10 +273,10 @@ mod tests {
     }
 
     #[test]
-    fn a_line_rewritten_beyond_recognition_is_replaced() {
+    fn a_line_rewritten_beyond_recognition_is_deleted() {
         use Fate::*;
         let f = fates("a\nthe quick brown fox\nz\n", "a\n0123456789\nz\n");
-        assert_eq!(f, [Kept(0), Replaced { start: 1, end: 2 }, Kept(2)]);
+        assert_eq!(f, [Kept(0), Deleted { at: 1 }, Kept(2)]);
     }
 
     #[test]
@@ -295,7 +288,7 @@ mod tests {
         for i in 0..old.len() as u32 {
             match map.fate(i, &old, &new) {
                 Fate::Kept(j) => assert_eq!(old.line(i as usize), new.line(j as usize)),
-                Fate::Edited(j) | Fate::Replaced { start: j, .. } | Fate::Deleted { at: j } => {
+                Fate::Edited(j) | Fate::Deleted { at: j } => {
                     assert!((j as usize) <= new.len())
                 }
             }

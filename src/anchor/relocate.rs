@@ -6,8 +6,10 @@
 //! 2. Otherwise the diff lost it: search the new file and the other files the change added or
 //!    grew (exact, then whitespace-insensitive, then fuzzy with context). A unique exact match
 //!    is `intact` wherever it is; anything weaker, or a tie, is `modified` at the best place.
-//! 3. Nothing found: if its lines were rewritten in place, `modified` at the lines that took
-//!    their place; else `deleted`, at the line where it used to be.
+//! 3. Nothing found: `deleted`, at the line where it used to be. (Lines rewritten beyond
+//!    recognition are deleted too: a diff cannot tell them from new code written in the place
+//!    of deleted code, and git blame agrees. Lines edited so that they still resemble what they
+//!    were are paired, and stay `modified`.)
 //!
 //! Without the commit's file (shallow clone, rewritten history), or when the anchored text is
 //! not what the commit holds (lines anchored before they were committed), only the search runs.
@@ -121,39 +123,35 @@ fn by_diff(
     };
     let only_trivial = lines.iter().all(|l| is_trivial(l));
     let meaningful = |i: u32| only_trivial || !is_trivial(lines[(i - s) as usize]);
-    let (mut lo, mut hi, mut all_kept, mut strength) = (u32::MAX, 0, true, 0u32);
-    let mut rewritten: Option<(u32, u32)> = None;
+    // Where each anchored line went, when the diff kept it or paired it with an edited line.
+    let mut kept: Vec<(u32, u32)> = Vec::new();
+    let mut unchanged: Vec<u32> = Vec::new();
     for i in s..=e {
-        let j = match map.fate(i, old, new) {
-            Fate::Kept(j) => j,
-            Fate::Edited(j) => {
-                all_kept = false;
-                j
+        match map.fate(i, old, new) {
+            Fate::Kept(j) => {
+                kept.push((i, j));
+                unchanged.push(i);
             }
-            Fate::Replaced { start, end } => {
-                all_kept = false;
-                let (a, b) = rewritten.unwrap_or((start, end - 1));
-                rewritten = Some((a.min(start), b.max(end - 1)));
-                continue;
-            }
-            Fate::Deleted { .. } => {
-                all_kept = false;
-                continue;
-            }
-        };
-        strength += meaningful(i) as u32;
-        lo = lo.min(j);
-        hi = hi.max(j);
+            Fate::Edited(j) => kept.push((i, j)),
+            Fate::Deleted { .. } => {}
+        }
     }
-    if lo <= hi {
-        (lo, hi) = snap_edges(old, new, (s, e), (lo, hi), map);
-        all_kept = all_kept && hi - lo == e - s;
+    // When the block now exists twice, the diff may take some lines from one copy and the rest
+    // from the other: keep the strongest run of lines that stay close together.
+    let run = strongest_run(&kept, e - s + 1, &meaningful);
+    // Evidence that it stayed, in half lines: an unchanged line counts 2, an edited line 1 (a
+    // look-alike line can be paired where the real one left).
+    let strength: u32 =
+        run.iter().filter(|&&(i, _)| meaningful(i)).map(|&(i, _)| if unchanged.contains(&i) { 2 } else { 1 }).sum();
+    let (mut lo, mut hi) = (run.first().map_or(u32::MAX, |r| r.1), run.last().map_or(0, |r| r.1));
+    if let (Some(&(first, _)), Some(&(last, _))) = (run.first(), run.last()) {
+        (lo, hi) = snap_edges(old, new, (s, e), (first, last), (lo, hi));
     }
     let here =
         |status| Relocation { status, path: new_path.to_owned(), lines: LineRange::from_zero(lo, hi), via: Via::Diff };
     if lo <= hi && hi - lo == e - s && new.hashes()[lo as usize..=hi as usize] == old.hashes()[s as usize..=e as usize]
     {
-        if all_kept && !map.is_identity() && copied_since(needle, old, new, (s, e), (lo, hi)) {
+        if !map.is_identity() && copied_since(needle, old, new, (s, e), (lo, hi)) {
             // A copy of this code appeared: the diff kept one copy, but nothing says it is the
             // one the discussion was about. Not a silent intact.
             return here(Status::Modified);
@@ -161,27 +159,18 @@ fn by_diff(
         return here(Status::Intact);
     }
     let voters = needle.voters() as u32;
-    if strength > 0 && strength * 2 >= voters {
+    if strength > 0 && strength >= voters {
         return here(Status::Modified);
     }
     // The diff lost most of it. Look for it before settling for what little stayed.
     let near = map.position(s);
     if let Some((found, candidate)) = find(needle, src, Some((new_path, new, near)), Via::Search) {
-        if candidate.tier > Tier::Fuzzy || candidate.matched > strength {
+        if candidate.tier > Tier::Fuzzy || 2 * candidate.matched > strength {
             return found;
         }
     }
     if strength > 0 {
         return here(Status::Modified);
-    }
-    // Rewritten in place beyond recognition is still edited in place, at the new lines.
-    if let Some((a, b)) = rewritten {
-        return Relocation {
-            status: Status::Modified,
-            path: new_path.to_owned(),
-            lines: LineRange::from_zero(a, b),
-            via: Via::Diff,
-        };
     }
     Relocation { status: Status::Deleted, path: new_path.to_owned(), lines: deleted_at(near, new), via: Via::Diff }
 }
@@ -199,19 +188,40 @@ fn by_text(anchor: &Anchor, src: &Sources<'_>, needle: &Needle, hint: Option<u32
     Ok(Relocation { status: Status::Deleted, path, lines, via: Via::Text })
 }
 
-/// Grows the kept span over anchored edge lines the diff left out when the neighbouring new
-/// lines read the same: Myers happily matches a closing `}` with another one further on.
-fn snap_edges(old: &Text, new: &Text, (s, e): (u32, u32), (mut lo, mut hi): (u32, u32), map: &LineMap) -> (u32, u32) {
+/// The run of (old line, new line) pairs with the most meaningful lines, where a run breaks
+/// wherever the new lines jump further apart than the anchor is long.
+fn strongest_run<'k>(kept: &'k [(u32, u32)], len: u32, meaningful: &dyn Fn(u32) -> bool) -> &'k [(u32, u32)] {
+    let gap = len.max(3);
+    let weight = |run: &[(u32, u32)]| (run.iter().filter(|&&(i, _)| meaningful(i)).count(), run.len());
+    let (mut best, mut start) = (&kept[..0], 0);
+    for k in 1..=kept.len() {
+        if k == kept.len() || kept[k].1 - kept[k - 1].1 > gap {
+            let run = &kept[start..k];
+            if weight(run) > weight(best) {
+                best = run;
+            }
+            start = k;
+        }
+    }
+    best
+}
+
+/// Grows the span of a run (old lines `first..=last` at new `lo..=hi`) over the anchored
+/// lines on either side when the neighbouring new lines read the same: Myers happily matches a
+/// closing `}` with another one further on, and a copy can lend the diff half its lines.
+fn snap_edges(
+    old: &Text,
+    new: &Text,
+    (s, e): (u32, u32),
+    (first, last): (u32, u32),
+    (mut lo, mut hi): (u32, u32),
+) -> (u32, u32) {
     let (osq, nsq) = (old.squashed_hashes(), new.squashed_hashes());
-    let kept = |i: u32| matches!(map.fate(i, old, new), Fate::Kept(_) | Fate::Edited(_));
-    // Leading anchored lines before the first kept one.
-    let first = (s..=e).find(|&i| kept(i)).unwrap_or(s);
     let mut i = first;
     while i > s && lo > 0 && osq[i as usize - 1] == nsq[lo as usize - 1] {
         i -= 1;
         lo -= 1;
     }
-    let last = (s..=e).rev().find(|&i| kept(i)).unwrap_or(e);
     let mut i = last;
     while i < e && (hi as usize + 1) < new.len() && osq[i as usize + 1] == nsq[hi as usize + 1] {
         i += 1;

@@ -254,7 +254,8 @@ fn acceptable(needle: &Needle, c: &Candidate) -> bool {
     let voters = needle.voters.len() as u32;
     match c.tier {
         Tier::Exact | Tier::Whitespace => true,
-        Tier::Fuzzy => c.matched * 2 >= voters && c.matched >= voters.min(2),
+        // Half the meaningful lines, and more than one unless the context agrees.
+        Tier::Fuzzy => c.matched * 2 >= voters && (c.matched >= voters.min(2) || c.context > 0),
     }
 }
 
@@ -310,6 +311,16 @@ mod tests {
         let hay = "fn moved() {\n    totally();\n    different();\n    body();\n}\n";
         let c = find(&["fn moved() {", "    work();", "    more();", "    again();", "}"], &[], &[], hay, None);
         assert!(c.is_empty(), "{c:?}");
+    }
+
+    #[test]
+    fn one_line_of_two_found_again_needs_its_context() {
+        let hay = "fn other() {\n    let kept_line = 1;\n}\nfn moved() {\n    let edited_line = 5;\n    let kept_line = 1;\n    tail();\n}\n";
+        let anchored = ["    let edited_line = 0;", "    let kept_line = 1;"];
+        assert!(find(&anchored, &[], &[], hay, None).is_empty());
+        let c = find(&anchored, &["fn moved() {"], &["    tail();"], hay, None);
+        assert_eq!(c.len(), 1, "the decoy in other() has no context: {c:?}");
+        assert_eq!((c[0].start, c[0].end, c[0].matched, c[0].context), (4, 5, 1, 2));
     }
 
     #[test]

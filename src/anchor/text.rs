@@ -25,6 +25,8 @@ pub struct Text {
     squashed: OnceLock<Vec<u64>>,
     /// Where each squashed hash occurs, computed on first use.
     index: OnceLock<FxHashMap<u64, Vec<u32>>>,
+    /// For each identifier token, how many lines contain it, computed on first use.
+    token_lines: OnceLock<FxHashMap<u64, u32>>,
     binary: bool,
 }
 
@@ -65,7 +67,15 @@ impl Text {
             lines.push((start as u32, end as u32));
         }
         let exact = lines.iter().map(|&(s, e)| hash_str(&src[s as usize..e as usize])).collect();
-        Text { src, lines, exact, squashed: OnceLock::new(), index: OnceLock::new(), binary }
+        Text {
+            src,
+            lines,
+            exact,
+            squashed: OnceLock::new(),
+            index: OnceLock::new(),
+            token_lines: OnceLock::new(),
+            binary,
+        }
     }
 
     /// Number of lines (a trailing newline does not start another line, as in git).
@@ -119,6 +129,25 @@ impl Text {
         x.sort_unstable();
         y.sort_unstable();
         (2 * super::similarity::common_sorted(&x, &y)) as f32 / (x.len() + y.len()) as f32
+    }
+
+    /// How many lines contain the token with this hash (see [`super::similarity::tokens`]).
+    pub(crate) fn lines_with_token(&self, token: u64) -> u32 {
+        let counts = self.token_lines.get_or_init(|| {
+            let mut counts: FxHashMap<u64, u32> = FxHashMap::default();
+            let mut seen: Vec<u64> = Vec::new();
+            for i in 0..self.len() {
+                seen.clear();
+                seen.extend(super::similarity::tokens(self.line(i)));
+                seen.sort_unstable();
+                seen.dedup();
+                for &t in &seen {
+                    *counts.entry(t).or_default() += 1;
+                }
+            }
+            counts
+        });
+        counts.get(&token).copied().unwrap_or(0)
     }
 
     /// Positions of every line by whitespace-insensitive hash.

@@ -20,7 +20,7 @@ use crate::git::{GitError, ObjectId, Repo, Target};
 const MAX_TREE_FILES: usize = 50_000;
 /// Larger files are skipped by whole-tree and moved-code searches.
 const MAX_SEARCH_FILE_BYTES: usize = 2 << 20;
-/// Files a commit range added or grew that are searched for code that left its file.
+/// Files a commit range added or changed that are searched for code that left its file.
 const MAX_MOVE_TARGETS: usize = 2_000;
 
 /// The answer for one anchor.
@@ -133,7 +133,9 @@ impl<'r> Locator<'r> {
         map
     }
 
-    /// Files that `commit..target` added, or that grew: where code leaving its file went.
+    /// Files that `commit..target` added or changed: where code leaving its file can have
+    /// gone. (Over a long range, a file that received code may also have lost more than it
+    /// gained, so "grew" is not a safe filter.)
     fn moved_into(&self, commit: ObjectId) -> Files {
         if let Some(f) = self.moved_into.borrow().get(&commit) {
             return f.clone();
@@ -144,12 +146,7 @@ impl<'r> Locator<'r> {
                 if files.len() >= MAX_MOVE_TARGETS {
                     break;
                 }
-                let grew = match (c.old, c.new) {
-                    (None, _) => true,
-                    (Some(old), Some(new)) => self.repo.blob_size(new) > self.repo.blob_size(old),
-                    (Some(_), None) => true, // a working-tree file: size unknown until read
-                };
-                if let (true, Some(file)) = (grew, self.readable(&c.path)) {
+                if let Some(file) = self.readable(&c.path) {
                     files.push((c.path.clone(), file));
                 }
             }

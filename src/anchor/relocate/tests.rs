@@ -490,7 +490,7 @@ fn copies_in_two_other_files_are_an_ambiguous_modified() {
 }
 
 #[test]
-fn rewritten_beyond_recognition_in_place_is_modified_at_the_new_lines() {
+fn rewritten_beyond_recognition_is_deleted_where_it_was() {
     check(
         "
 fn f() {
@@ -503,10 +503,10 @@ fn f() {
 }
 ",
         expect![[r#"
-            modified a.rs:3 via Diff
+            deleted a.rs:3 via Diff
 
               fn f() {
-            >     0xDEADBEEF
+            x     0xDEADBEEF
               }
         "#]],
     );

@@ -121,6 +121,9 @@ pub struct Repo {
     paths: RefCell<HashMap<(ObjectId, String), Option<ObjectId>>>,
     changes: RefCell<HashMap<(ObjectId, Target), Changes>>,
     renames: RefCell<HashMap<(ObjectId, String, Target), Option<String>>>,
+    /// Renames by content: the same blob at the same path goes the same way, whichever commit
+    /// it was read at.
+    renames_by_blob: RefCell<HashMap<(ObjectId, String, Target), Option<String>>>,
     worktree_files: RefCell<Option<Arc<BTreeSet<String>>>>,
     blob_reads: std::cell::Cell<usize>,
 }
@@ -149,12 +152,16 @@ impl Repo {
     }
 
     fn wrap(repo: Repository) -> Repo {
+        // libgit2 re-hashes every object it reads to check it (strict verification); we only
+        // read objects git itself wrote and indexed, and the check costs a SHA-1 per blob.
+        git2::opts::strict_hash_verification(false);
         Repo {
             repo,
             texts: RefCell::default(),
             paths: RefCell::default(),
             changes: RefCell::default(),
             renames: RefCell::default(),
+            renames_by_blob: RefCell::default(),
             worktree_files: RefCell::default(),
             blob_reads: std::cell::Cell::new(0),
         }

@@ -10,7 +10,8 @@
 //!    disappeared (bisecting the range, oldest first) and detect the rename in that commit
 //!    alone, then continue from there: several renames are followed one by one.
 //!
-//! Answers are cached per (commit, path, target).
+//! Answers are cached per (commit, path, target), and per (blob, path, target): one version of
+//! a file read at many commits is followed once.
 
 use super::{Changed, GitError, ObjectId, Repo, Target};
 
@@ -22,6 +23,8 @@ const MAX_RENAMES: usize = 32;
 const MAX_WALK: usize = 500_000;
 /// Added files compared by content for one rename.
 const MAX_CANDIDATES: usize = 2_000;
+/// Past this many candidates, they are compared nearest in size first.
+const SIZE_SORT_FROM: usize = 64;
 
 impl Repo {
     /// The path `path` (as of commit `from`) has at `target`, following renames; `None` when
@@ -44,6 +47,12 @@ impl Repo {
         if let Some(hit) = self.renames.borrow().get(&key) {
             return Ok(hit.clone());
         }
+        let blob = self.blob_at(from, path)?;
+        let by_blob = blob.map(|b| (b, path.to_owned(), target));
+        if let Some(hit) = by_blob.as_ref().and_then(|k| self.renames_by_blob.borrow().get(k).cloned()) {
+            self.renames.borrow_mut().insert(key, hit.clone());
+            return Ok(hit);
+        }
         let found = if depth >= MAX_RENAMES {
             None
         } else {
@@ -63,6 +72,9 @@ impl Repo {
             }
         };
         self.renames.borrow_mut().insert(key, found.clone());
+        if let Some(k) = by_blob {
+            self.renames_by_blob.borrow_mut().insert(k, found.clone());
+        }
         Ok(found)
     }
 
@@ -124,9 +136,12 @@ impl Repo {
         let name = path.rsplit('/').next().unwrap_or(path);
         let same_name = |c: &&&Changed| c.path.rsplit('/').next() == Some(name);
         let (mut first, mut rest): (Vec<&Changed>, Vec<&Changed>) = added.iter().partition(same_name);
-        // Files of similar size are the likelier renames; compare those first, up to a bound.
-        let size = self.blob_size(blob).unwrap_or(0) as i64;
-        rest.sort_by_key(|c| c.new.and_then(|id| self.blob_size(id)).map_or(i64::MAX, |s| (s as i64 - size).abs()));
+        // With many candidates, files of similar size are the likelier renames: compare those
+        // first, up to a bound.
+        if rest.len() > SIZE_SORT_FROM {
+            let size = self.blob_size(blob).unwrap_or(0) as i64;
+            rest.sort_by_key(|c| c.new.and_then(|id| self.blob_size(id)).map_or(i64::MAX, |s| (s as i64 - size).abs()));
+        }
         first.extend(rest);
         let mut best: Option<(f32, &str)> = None;
         for c in first.into_iter().take(MAX_CANDIDATES) {

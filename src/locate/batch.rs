@@ -167,7 +167,7 @@ impl Answer {
 }
 
 /// Answers every line of a batch, in input order. `tick` is called once per case answered
-/// (for a progress bar). Cases are processed grouped by commit and path so caches stay warm.
+/// (for a progress bar). Cases are processed grouped by path and commit so caches stay warm.
 pub fn answer_all(lines: &[String], locator: &Locator<'_>, explain: bool, tick: &dyn Fn()) -> Vec<Answer> {
     let mut answers: Vec<Option<Answer>> = Vec::with_capacity(lines.len());
     let mut cases: Vec<(usize, Case)> = Vec::new();
@@ -184,7 +184,9 @@ pub fn answer_all(lines: &[String], locator: &Locator<'_>, explain: bool, tick: 
             Err(bad) => answers.push(Some(Answer::error(i + 1, bad))),
         }
     }
-    cases.sort_by(|(_, a), (_, b)| (&a.anchor.commit, &a.anchor.path).cmp(&(&b.anchor.commit, &b.anchor.path)));
+    // By path, then commit: successive versions of one file share git's delta bases and our
+    // line maps.
+    cases.sort_by(|(_, a), (_, b)| (&a.anchor.path, &a.anchor.commit).cmp(&(&b.anchor.path, &b.anchor.commit)));
     for (slot, case) in cases {
         answers[slot] = Some(Answer::located(case.id, locator.locate(&case.anchor), explain));
         tick();

@@ -292,3 +292,32 @@ fn crlf_checkouts_and_a_bom_do_not_move_anchors() {
     let got = strip(locate(&r, Some("HEAD"), &[case("a", &c, "w.txt", 1, 10)]));
     assert_eq!(got, [answer("intact", "w.txt", 1, 10)]);
 }
+
+#[test]
+fn a_batch_on_several_threads_answers_exactly_as_on_one() {
+    let r = Scratch::new();
+    for f in 0..12 {
+        r.write(&format!("f{f}.rs"), numbered(&format!("f{f}"), 60));
+    }
+    let c = r.commit("first");
+    for f in (0..12).step_by(3) {
+        r.write(
+            &format!("f{f}.rs"),
+            format!("// top\n{}", numbered(&format!("f{f}"), 60).replace("line 30 ", "line thirty ")),
+        );
+    }
+    r.mv("f4.rs", "moved/f4.rs");
+    r.commit("second");
+    let mut lines: Vec<String> = (0..12)
+        .flat_map(|f| (1..55).step_by(5).map(move |s| (f, s)))
+        .map(|(f, s)| case(&format!("{f}:{s}"), &c, &format!("f{f}.rs"), s, s + 4).to_string())
+        .collect();
+    lines.insert(7, "not json".into());
+    let repo = Repo::open(r.path()).unwrap();
+    let target = Target::Commit(repo.resolve("HEAD").unwrap());
+    let one = marginalia::locate::batch::answer_all(&lines, &Locator::new(&repo, target), false, &|| {});
+    let three = marginalia::locate::batch::answer_all_parallel(&lines, r.path(), target, 3, false, &|| {});
+    assert_eq!(one.len(), lines.len());
+    assert_eq!(one, three);
+    assert!(one.iter().any(|a| a.status == "modified") && one.iter().any(|a| a.path.as_deref() == Some("moved/f4.rs")));
+}

@@ -1,15 +1,21 @@
 //! The decision: given an anchor and the texts around it, where is it now and how is it?
 //!
-//! 1. With the anchor's file at its commit, map the range through the line diff. Every line
-//!    kept and contiguous with the same text: `intact`. At least half of the meaningful lines
-//!    kept or edited in place: `modified` there.
-//! 2. Otherwise the diff lost it: search the new file and the other files the change added or
-//!    grew (exact, then whitespace-insensitive, then fuzzy with context). A unique exact match
-//!    is `intact` wherever it is; anything weaker, or a tie, is `modified` at the best place.
-//! 3. Nothing found: `deleted`, at the line where it used to be. (Lines rewritten beyond
-//!    recognition are deleted too: a diff cannot tell them from new code written in the place
-//!    of deleted code, and git blame agrees. Lines edited so that they still resemble what they
-//!    were are paired, and stay `modified`.)
+//! 1. With the anchor's file at its commit, map the range through the line diff and keep the
+//!    strongest run of kept or edited lines. All of them there with the same text: `intact`
+//!    (unless a copy of the code appeared since: then `modified`). Enough meaningful lines kept
+//!    or edited in place (an unchanged line counts twice an edited one, and lines that are
+//!    commonplace in the file count for nothing): `modified` there.
+//! 2. Otherwise the diff lost it: search the new file, then the other files the change added or
+//!    changed (exact, then whitespace-insensitive, then fuzzy with context). A unique exact
+//!    match is `intact` wherever it is; anything weaker, or a tie, is `modified`. Exact and
+//!    whitespace-only matches anywhere, and fuzzy ones in its own file, are taken here.
+//! 3. Code restyled line by line keeps its names: where the anchor's rare names sit together
+//!    in its own file, in one place only, it is `modified` there.
+//! 4. Weaker evidence last: a fuzzy match in another file, then the few lines the diff kept.
+//! 5. Nothing: `deleted`, at the line where it used to be. Lines rewritten beyond recognition
+//!    are deleted too: a diff cannot tell them from new code written where old code was
+//!    deleted, and git blame agrees. Lines edited so that they still resemble what they were
+//!    are paired, and stay `modified`.
 //!
 //! Without the commit's file (shallow clone, rewritten history), or when the anchored text is
 //! not what the commit holds (lines anchored before they were committed), only the search runs.
@@ -17,8 +23,8 @@
 use std::sync::Arc;
 
 use super::linemap::{Fate, LineMap};
-use super::search::{Candidate, Hay, Needle, Tier, search};
-use super::text::{Text, is_trivial, split_lines};
+use super::search::{Candidate, Hay, Names, Needle, Tier, search, search_names};
+use super::text::{Text, split_lines};
 use super::{Anchor, CONTEXT_LINES, LineRange, Status, Unlocatable, Via};
 
 /// Other files worth searching, with their paths; produced only when needed.
@@ -61,7 +67,8 @@ pub fn relocate(anchor: &Anchor, src: &Sources<'_>) -> Result<Relocation, Unloca
         let before = anchor.before.iter().map(String::as_str);
         let after = anchor.after.iter().map(String::as_str);
         let hint = src.new.map(|(_, t)| s.min(t.len().saturating_sub(1) as u32));
-        return by_text(anchor, src, &Needle::new(&lines, before, after), hint);
+        let home = src.new.map(|(_, t)| t);
+        return by_text(anchor, src, &lines, &Needle::judged(&lines, before, after, home), hint);
     };
     if old.is_binary() {
         return Err(Unlocatable::Binary { path: anchor.path.clone() });
@@ -97,9 +104,17 @@ pub fn relocate(anchor: &Anchor, src: &Sources<'_>) -> Result<Relocation, Unloca
             // Anchored on text the commit does not hold at those lines: search for the text,
             // near where the commit's lines went.
             let hint = map.map(|m| m.position(s.min(old.len() as u32)));
-            by_text(anchor, src, &Needle::new(&lines, before, after), hint)
+            by_text(anchor, src, &lines, &Needle::judged(&lines, before, after, Some(old)), hint)
         }
-        _ => Ok(by_diff(anchor, src, old, map, &committed, (s, e), &Needle::new(&committed, before, after))),
+        _ => Ok(by_diff(
+            anchor,
+            src,
+            old,
+            map,
+            &committed,
+            (s, e),
+            &Needle::judged(&committed, before, after, Some(old)),
+        )),
     }
 }
 
@@ -114,15 +129,14 @@ fn by_diff(
 ) -> Relocation {
     let (Some(map), Some((new_path, new))) = (map, src.new) else {
         // The file is gone: it may live on in another file, or it was deleted with its file.
-        return match find(needle, src, None, Via::Search) {
-            Some((found, _)) => found,
+        return match find(needle, src, None, Via::Search).map(|f| f.0) {
+            Some(found) => found,
             None => {
                 Relocation { status: Status::Deleted, path: anchor.path.clone(), lines: anchor.lines, via: Via::Diff }
             }
         };
     };
-    let only_trivial = lines.iter().all(|l| is_trivial(l));
-    let meaningful = |i: u32| only_trivial || !is_trivial(lines[(i - s) as usize]);
+    let meaningful = |i: u32| needle.votes((i - s) as usize);
     // Where each anchored line went, when the diff kept it or paired it with an edited line.
     let mut kept: Vec<(u32, u32)> = Vec::new();
     let mut unchanged: Vec<u32> = Vec::new();
@@ -162,11 +176,25 @@ fn by_diff(
     if strength > 0 && strength >= voters {
         return here(Status::Modified);
     }
-    // The diff lost most of it. Look for it before settling for what little stayed.
+    // The diff lost most of it. Look for it before settling for what little stayed: an exact
+    // or whitespace-only match anywhere, or a fuzzy one in its own file, is good evidence;
     let near = map.position(s);
-    if let Some((found, candidate)) = find(needle, src, Some((new_path, new, near)), Via::Search) {
-        if candidate.tier > Tier::Fuzzy || 2 * candidate.matched > strength {
-            return found;
+    let found = find(needle, src, Some((new_path, new, near)), Via::Search);
+    let beats = |c: &Candidate| 2 * c.matched > strength;
+    if let Some((r, c)) = &found {
+        if c.tier > Tier::Fuzzy || (beats(c) && r.path == new_path) {
+            return r.clone();
+        }
+    }
+    // so are its names, together in its own file (code restyled line by line);
+    let rarity = |t: u64| old.lines_with_token(t);
+    if let Some(named) = by_names(lines, &rarity, Some((new_path, new)), Some(near)) {
+        return named;
+    }
+    // weaker: a fuzzy match in another file, or the few lines the diff kept.
+    if let Some((r, c)) = found {
+        if beats(&c) {
+            return r;
         }
     }
     if strength > 0 {
@@ -176,9 +204,21 @@ fn by_diff(
 }
 
 /// Relocation from the anchored text alone, near `hint` in the new file when known.
-fn by_text(anchor: &Anchor, src: &Sources<'_>, needle: &Needle, hint: Option<u32>) -> Result<Relocation, Unlocatable> {
+fn by_text(
+    anchor: &Anchor,
+    src: &Sources<'_>,
+    lines: &[&str],
+    needle: &Needle,
+    hint: Option<u32>,
+) -> Result<Relocation, Unlocatable> {
     let new = src.new.map(|(p, t)| (p, t, hint.unwrap_or(0)));
     if let Some((found, _)) = find(needle, src, new, Via::Text) {
+        return Ok(found);
+    }
+    // With no original file, rarity is judged where the anchor is looked for.
+    let rarity = |t: u64| src.new.map_or(1, |(_, text)| text.lines_with_token(t));
+    if let Some(mut found) = by_names(lines, &rarity, src.new, hint) {
+        found.via = Via::Text;
         return Ok(found);
     }
     let (path, lines) = match src.new {
@@ -243,6 +283,25 @@ fn copied_since(needle: &Needle, old: &Text, new: &Text, (s, e): (u32, u32), (lo
     };
     let in_new = others(new, (lo, hi));
     in_new > 0 && in_new > others(old, (s, e))
+}
+
+/// The last resort for code rewritten line by line (restyled, regenerated): the one place in
+/// its own file where its rare names still sit together. Not in other files: restyled and moved
+/// at once leaves too little to go on. Never `intact`: no line is what it was.
+fn by_names(
+    lines: &[&str],
+    rarity: &dyn Fn(u64) -> u32,
+    own: Option<(&str, &Text)>,
+    near: Option<u32>,
+) -> Option<Relocation> {
+    let (path, text) = own?;
+    let names = Names::new(lines, rarity);
+    search_names(&names, text, near).map(|(a, b)| Relocation {
+        status: Status::Modified,
+        path: path.to_owned(),
+        lines: LineRange::from_zero(a, b),
+        via: Via::Search,
+    })
 }
 
 /// Searches the anchor's own file first (`new`, with the line it would be at); only when that

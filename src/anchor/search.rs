@@ -23,20 +23,38 @@ const DIAGONALS_PER_HAY: usize = 4;
 pub struct Needle {
     exact: Vec<u64>,
     squashed: Vec<u64>,
-    /// Lines that vote: the meaningful ones, or all of them when none is meaningful.
+    /// Lines that vote: the meaningful ones, or all of them when none is meaningful. Sorted.
     voters: Vec<usize>,
     only_trivial: bool,
     before: Vec<u64>,
     after: Vec<u64>,
 }
 
+/// A line found this many times in its own file (`where`, `Ok(())`, a generated
+/// `V: Visit + ?Sized,`) says nothing about where code went: it must still match, but it
+/// neither votes nor counts as a survivor.
+pub const COMMONPLACE: usize = 8;
+
 impl Needle {
+    /// Lines without three letters (braces, blanks) do not vote.
     pub fn new<'a>(
         lines: &[&'a str],
         before: impl IntoIterator<Item = &'a str>,
         after: impl IntoIterator<Item = &'a str>,
     ) -> Needle {
-        let mut voters: Vec<usize> = (0..lines.len()).filter(|&i| !is_trivial(lines[i])).collect();
+        Needle::judged(lines, before, after, None)
+    }
+
+    /// As [`Needle::new`], and lines commonplace in `home` (the file they were written in) do
+    /// not vote either.
+    pub fn judged<'a>(
+        lines: &[&'a str],
+        before: impl IntoIterator<Item = &'a str>,
+        after: impl IntoIterator<Item = &'a str>,
+        home: Option<&Text>,
+    ) -> Needle {
+        let common = |l: &str| home.is_some_and(|t| t.occurrences(l) as usize >= COMMONPLACE);
+        let mut voters: Vec<usize> = (0..lines.len()).filter(|&i| !is_trivial(lines[i]) && !common(lines[i])).collect();
         let only_trivial = voters.is_empty();
         if only_trivial {
             voters = (0..lines.len()).collect();
@@ -57,6 +75,11 @@ impl Needle {
 
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty()
+    }
+
+    /// True when anchored line `i` votes (counts as evidence).
+    pub fn votes(&self, i: usize) -> bool {
+        self.voters.binary_search(&i).is_ok()
     }
 
     /// Number of meaningful lines, the denominator of a fuzzy score.
@@ -199,6 +222,11 @@ fn candidate_at(
             }
         }
     }
+    // A block scattered by moves can match in two places: keep the run with the most lines,
+    // breaking wherever found lines jump further apart than the block is long.
+    let mut runs = matches.chunk_by(|a, b| b.1 - a.1 <= k as u32);
+    let first_run = runs.next()?;
+    let matches = runs.fold(first_run, |best, run| if run.len() > best.len() { run } else { best });
     let (&(i0, j0), &(i1, j1)) = (matches.first()?, matches.last()?);
     let last = hay.text.len() as i64 - 1;
     let start = (j0 as i64 - i0 as i64).clamp(0, last) as u32;
@@ -257,6 +285,148 @@ fn acceptable(needle: &Needle, c: &Candidate) -> bool {
         // Half the meaningful lines, and more than one unless the context agrees.
         Tier::Fuzzy => c.matched * 2 >= voters && (c.matched >= voters.min(2) || c.context > 0),
     }
+}
+
+// ---------- the last resort: where the anchor's names are ----------
+
+/// A token occurring on more lines than this in a haystack does not vote for a place.
+const MAX_TOKEN_LINES: usize = 32;
+
+/// Code rewritten line by line (restyled, regenerated) can keep none of its lines, yet keep its
+/// names: `fold_label`, `Label`, `colon_token` still sit together in one place. What we look
+/// for here is that place.
+pub struct Names {
+    /// Distinct identifiers of at least three characters, each weighted by its rarity where
+    /// the anchor was written (1 / lines containing it).
+    tokens: Vec<(u64, f32)>,
+    /// For each token, which anchored lines hold it (bit i for line i; lines past 64 share
+    /// the last bit).
+    held_by: Vec<u64>,
+    total: f32,
+    len: u32,
+}
+
+impl Names {
+    /// `rarity(token)` is how many lines of the anchor's original text contain the token (at
+    /// least 1).
+    pub fn new(lines: &[&str], rarity: &dyn Fn(u64) -> u32) -> Names {
+        // Identifiers only: numbers are literals, and literals coincide.
+        let is_name = |w: &&str| w.len() >= 3 && !w.starts_with(|c: char| c.is_ascii_digit());
+        let mut tokens: Vec<u64> =
+            lines.iter().flat_map(|l| super::similarity::words(l)).filter(is_name).map(hash_str).collect();
+        tokens.sort_unstable();
+        tokens.dedup();
+        let held_by = tokens
+            .iter()
+            .map(|&t| {
+                let holds = |l: &str| super::similarity::tokens(l).any(|x| x == t);
+                lines.iter().enumerate().filter(|(_, l)| holds(l)).fold(0u64, |m, (i, _)| m | 1 << i.min(63))
+            })
+            .collect();
+        let tokens: Vec<(u64, f32)> = tokens.into_iter().map(|t| (t, 1.0 / rarity(t).max(1) as f32)).collect();
+        let total = tokens.iter().map(|&(_, w)| w).sum();
+        Names { tokens, held_by, total, len: lines.len() as u32 }
+    }
+}
+
+/// The place in `hay` where most of the anchor's weight of names sits within a few lines, if
+/// it holds at least half of it, in at least two names (on more than one line, or as they stood
+/// together in one anchored line), and clearly more than any other place; or, when two places are close in weight, the one clearly nearer
+/// `near` (where the anchor would be if it had not changed). Returns the 0-based lines.
+pub fn search_names(names: &Names, hay: &Text, near: Option<u32>) -> Option<(u32, u32)> {
+    if hay.is_binary() || names.tokens.len() < 2 {
+        return None;
+    }
+    // Words found everywhere (`pub`, `self`) weigh next to nothing and do not vote.
+    let heaviest = names.tokens.iter().map(|&(_, w)| w).fold(0.0, f32::max);
+    // (line, index of the token in `names`) for every rare enough occurrence.
+    let mut hits: Vec<(u32, usize)> = Vec::new();
+    for (k, &(t, w)) in names.tokens.iter().enumerate() {
+        if w < heaviest / 16.0 {
+            continue;
+        }
+        let lines = hay.token_lines(t);
+        if !lines.is_empty() && lines.len() <= MAX_TOKEN_LINES {
+            hits.extend(lines.iter().map(|&j| (j, k)));
+        }
+    }
+    hits.sort_unstable();
+    let width = (2 * names.len + 4).max(8);
+    let best = densest(&hits, names, width, None)?;
+    let runner_up = densest(&hits, names, width, Some((best.1, best.2)));
+    let good = |(weight, lo, _): (f32, u32, u32)| {
+        let inside: Vec<&(u32, usize)> = hits.iter().filter(|&&(j, _)| lo <= j && j < lo + width).collect();
+        let distinct = inside.iter().map(|&&(_, k)| k).collect::<std::collections::BTreeSet<_>>();
+        // Spread over lines, as code is; or, on one line, names that also stood together in one
+        // anchored line (a signature), not names from all over packed into a list
+        // (`use a::{B, C, D}`).
+        let spread = inside.iter().any(|&&(j, _)| j != inside[0].0);
+        let together = distinct.iter().fold(u64::MAX, |m, &k| m & names.held_by[k]) != 0;
+        weight >= 0.5 * names.total && distinct.len() >= 2 && (spread || together)
+    };
+    if !good(best) {
+        return None;
+    }
+    let chosen = match runner_up {
+        Some(r) if r.0 * 1.5 > best.0 => {
+            // Two places close in weight: only a clearly nearer one will do.
+            let (near, rival) = (near?, good(r).then_some(r)?);
+            let (db, dr) = (best.1.abs_diff(near), rival.1.abs_diff(near));
+            if db * 2 <= dr {
+                best
+            } else if dr * 2 <= db {
+                rival
+            } else {
+                return None;
+            }
+        }
+        _ => best,
+    };
+    // Report the heaviest run of names in the window, split where they jump further apart than
+    // the anchor is long: a block scattered by moves should not answer with both pieces.
+    // Only distinctive names mark the extent: words common in the file fill every gap.
+    let distinctive = |k: usize| names.tokens[k].1 >= heaviest / 4.0;
+    let inside: Vec<(u32, usize)> =
+        hits.iter().copied().filter(|&(j, k)| chosen.1 <= j && j <= chosen.2 && distinctive(k)).collect();
+    let weight = |run: &[(u32, usize)]| {
+        let distinct: std::collections::BTreeSet<usize> = run.iter().map(|&(_, k)| k).collect();
+        distinct.iter().map(|&k| names.tokens[k].1).sum::<f32>()
+    };
+    let run = inside
+        .chunk_by(|a, b| b.0 - a.0 <= names.len)
+        .fold(&inside[..0], |best, run| if weight(run) > weight(best) { run } else { best });
+    Some((run.first()?.0, run.last()?.0))
+}
+
+/// The window of `width` lines whose distinct tokens weigh most: (weight, first hit line, last
+/// hit line). Hits within `width` of `avoid` are left out.
+fn densest(hits: &[(u32, usize)], names: &Names, width: u32, avoid: Option<(u32, u32)>) -> Option<(f32, u32, u32)> {
+    let hits: Vec<(u32, usize)> = match avoid {
+        Some((a, b)) => hits.iter().copied().filter(|&(j, _)| j + width < a || j > b + width).collect(),
+        None => hits.to_vec(),
+    };
+    let mut count = vec![0u32; names.tokens.len()];
+    let (mut weight, mut lo) = (0.0f32, 0usize);
+    let mut best: Option<(f32, u32, u32)> = None;
+    for hi in 0..hits.len() {
+        let (j, k) = hits[hi];
+        if count[k] == 0 {
+            weight += names.tokens[k].1;
+        }
+        count[k] += 1;
+        while hits[lo].0 + width <= j {
+            let k = hits[lo].1;
+            count[k] -= 1;
+            if count[k] == 0 {
+                weight -= names.tokens[k].1;
+            }
+            lo += 1;
+        }
+        if best.is_none_or(|b| weight > b.0 + f32::EPSILON) {
+            best = Some((weight, hits[lo].0, j));
+        }
+    }
+    best
 }
 
 #[cfg(test)]
@@ -321,6 +491,37 @@ mod tests {
         let c = find(&anchored, &["fn moved() {"], &["    tail();"], hay, None);
         assert_eq!(c.len(), 1, "the decoy in other() has no context: {c:?}");
         assert_eq!((c[0].start, c[0].end, c[0].matched, c[0].context), (4, 5, 1, 2));
+    }
+
+    #[test]
+    fn restyled_code_is_found_by_its_names() {
+        let old = [
+            "pub fn fold_label<V: Fold + ?Sized>(_visitor: &mut V, _i: Label) -> Label {",
+            "    Label {",
+            "        name: _visitor.fold_lifetime(_i.name),",
+            "        colon_token: Token ! [ : ](tokens_helper(_visitor, &_i.colon_token.spans)),",
+            "    }",
+        ];
+        let hay = Text::new(
+            "pub fn fold_item<F>(f: &mut F, node: crate::Item) -> crate::Item {\n    node\n}\n\
+             pub fn fold_label<F>(f: &mut F, node: crate::Label) -> crate::Label\nwhere\n    F: Fold + ?Sized,\n{\n\
+             \x20   crate::Label {\n        name: f.fold_lifetime(node.name),\n        colon_token: node.colon_token,\n    }\n}\n\
+             pub fn fold_loop<F>(f: &mut F, node: crate::Loop) -> crate::Loop {\n    label: node.label.map(|it| f.fold_label(it)),\n}\n",
+        );
+        // Rarity where the anchor was written: the function's own names are rare there.
+        let rare = ["fold_label", "Label", "colon_token", "fold_lifetime", "name"].map(hash_str);
+        let names = Names::new(&old, &|t| if rare.contains(&t) { 2 } else { 300 });
+        assert_eq!(search_names(&names, &hay, None), Some((3, 9)));
+        // Names from different anchored lines, packed in one list, are not code.
+        let listed = Text::new("use crate::{fold_label, fold_lifetime, colon_token};\n");
+        assert_eq!(search_names(&names, &listed, None), None);
+        // Another function's names are not enough.
+        let other = Names::new(&["pub fn fold_block(b: Block) -> Block {", "    b.stmts.len()"], &|_| 2);
+        assert_eq!(search_names(&other, &hay, None), None);
+        // The same names in two places: only nearness to the old position decides.
+        let twice = Text::new(format!("{}\n{}", hay.as_str(), "\n".repeat(40) + hay.as_str()));
+        assert_eq!(search_names(&names, &twice, None), None);
+        assert_eq!(search_names(&names, &twice, Some(60)), Some((59, 65)));
     }
 
     #[test]

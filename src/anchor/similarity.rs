@@ -48,27 +48,39 @@ pub fn similarity(a: &Shingles, b: &Shingles) -> f32 {
         return if same && !a.is_blank() || (a.is_blank() && b.is_blank()) { 1.0 } else { 0.0 };
     }
     let common = common_sorted(&a.grams, &b.grams) as f32;
-    let chars = likeness(
-        common,
-        a.grams.len() as f32,
-        b.grams.len() as f32,
-        a.grams.len().min(b.grams.len()) >= MIN_OVERLAP_GRAMS,
-    );
+    let (ga, gb) = (a.grams.len() as f32, b.grams.len() as f32);
+    // Containment speaks for a share of a line (one half of a split), not for a fragment.
+    let share = ga.min(gb) >= ga.max(gb) * MIN_OVERLAP_SHARE;
+    let chars = likeness(common, ga, gb, share && a.grams.len().min(b.grams.len()) >= MIN_OVERLAP_GRAMS);
     let words = match (a.tokens.is_empty(), b.tokens.is_empty()) {
         (true, true) => 1.0, // punctuation only: the characters decide
         (false, false) => {
             let total = |t: &[(u64, f32)]| t.iter().map(|&(_, w)| w).sum::<f32>();
+            let (ta, tb) = (total(&a.tokens), total(&b.tokens));
+            // A contained part must carry a name that matters: a common
+            // `V: Visit<'ast> + ?Sized,` sits inside many signatures, and is none of them.
+            let heaviest = |t: &[(u64, f32)]| t.iter().map(|&(_, w)| w).fold(0.0, f32::max);
+            let (shorter, longer) = if ta < tb { (&a.tokens, &b.tokens) } else { (&b.tokens, &a.tokens) };
+            let carries_a_name = heaviest(shorter) >= 0.5 * heaviest(longer);
             let long_enough = a.tokens.len().min(b.tokens.len()) >= MIN_OVERLAP_TOKENS;
-            likeness(common_weight(&a.tokens, &b.tokens), total(&a.tokens), total(&b.tokens), long_enough)
+            likeness(common_weight(&a.tokens, &b.tokens), ta, tb, long_enough && carries_a_name)
         }
         _ => 0.0,
     };
     chars.min(words)
 }
 
+/// Character containment counts only when the shorter line has this share of the longer one.
+const MIN_OVERLAP_SHARE: f32 = 0.25;
+
 /// The identifier and number tokens of a line, hashed.
 pub fn tokens(line: &str) -> impl Iterator<Item = u64> + '_ {
-    line.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|t| !t.is_empty()).map(super::text::hash_str)
+    words(line).map(super::text::hash_str)
+}
+
+/// The identifier and number tokens of a line.
+pub fn words(line: &str) -> impl Iterator<Item = &str> + '_ {
+    line.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|t| !t.is_empty())
 }
 
 /// Dice of two (weighted) multisets, or the discounted overlap coefficient when the shorter is
@@ -171,5 +183,16 @@ mod tests {
         assert!(sim("foo(bar)", "let x = foo(bar) + baz(qux);") >= 0.5);
         // Short lines do not get that benefit of the doubt.
         assert!(sim("x += 1;", "let total = x += 1; other()") < 0.5);
+    }
+
+    #[test]
+    fn a_fragment_of_common_words_is_not_the_line_it_sits_in() {
+        let signature = "pub fn visit_method_sig_mut<V: VisitMut + ?Sized>(_visitor: &mut V, _i: &mut MethodSig) {";
+        assert!(sim("    V: VisitMut + ?Sized,", signature) < 0.5);
+        let common = ["V", "Visit", "ast", "Sized", "pub", "fn"].map(super::super::text::hash_str);
+        let weight = |t: u64| if common.contains(&t) { 0.03 } else { 0.33 };
+        let signature = Shingles::weighted("pub fn visit_generic_param<'ast, V: Visit<'ast> + ?Sized>(", &weight);
+        let fragment = Shingles::weighted("    V: Visit<'ast> + ?Sized,", &weight);
+        assert!(similarity(&signature, &fragment) < 0.5);
     }
 }

@@ -25,8 +25,10 @@ pub struct Text {
     squashed: OnceLock<Vec<u64>>,
     /// Where each squashed hash occurs, computed on first use.
     index: OnceLock<FxHashMap<u64, Vec<u32>>>,
-    /// For each identifier token, how many lines contain it, computed on first use.
-    token_lines: OnceLock<FxHashMap<u64, u32>>,
+    /// How many times each exact line occurs, computed on first use.
+    counts: OnceLock<FxHashMap<u64, u32>>,
+    /// For each identifier token, the lines that contain it, computed on first use.
+    token_lines: OnceLock<FxHashMap<u64, Vec<u32>>>,
     binary: bool,
 }
 
@@ -74,6 +76,7 @@ impl Text {
             squashed: OnceLock::new(),
             index: OnceLock::new(),
             token_lines: OnceLock::new(),
+            counts: OnceLock::new(),
             binary,
         }
     }
@@ -131,23 +134,38 @@ impl Text {
         (2 * super::similarity::common_sorted(&x, &y)) as f32 / (x.len() + y.len()) as f32
     }
 
-    /// How many lines contain the token with this hash (see [`super::similarity::tokens`]).
-    pub(crate) fn lines_with_token(&self, token: u64) -> u32 {
-        let counts = self.token_lines.get_or_init(|| {
+    /// How many lines read exactly `line` (line endings aside).
+    pub(crate) fn occurrences(&self, line: &str) -> u32 {
+        let counts = self.counts.get_or_init(|| {
             let mut counts: FxHashMap<u64, u32> = FxHashMap::default();
-            let mut seen: Vec<u64> = Vec::new();
-            for i in 0..self.len() {
-                seen.clear();
-                seen.extend(super::similarity::tokens(self.line(i)));
-                seen.sort_unstable();
-                seen.dedup();
-                for &t in &seen {
-                    *counts.entry(t).or_default() += 1;
-                }
+            for &h in &self.exact {
+                *counts.entry(h).or_default() += 1;
             }
             counts
         });
-        counts.get(&token).copied().unwrap_or(0)
+        counts.get(&hash_str(line)).copied().unwrap_or(0)
+    }
+
+    /// How many lines contain the token with this hash (see [`super::similarity::tokens`]).
+    pub(crate) fn lines_with_token(&self, token: u64) -> u32 {
+        self.token_lines(token).len() as u32
+    }
+
+    /// The lines that contain the token with this hash, in order.
+    pub(crate) fn token_lines(&self, token: u64) -> &[u32] {
+        let index = self.token_lines.get_or_init(|| {
+            let mut index: FxHashMap<u64, Vec<u32>> = FxHashMap::default();
+            for i in 0..self.len() {
+                for t in super::similarity::tokens(self.line(i)) {
+                    let lines = index.entry(t).or_default();
+                    if lines.last() != Some(&(i as u32)) {
+                        lines.push(i as u32);
+                    }
+                }
+            }
+            index
+        });
+        index.get(&token).map_or(&[], Vec::as_slice)
     }
 
     /// Positions of every line by whitespace-insensitive hash.

@@ -2,7 +2,7 @@
 //! anchor form for people.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
@@ -15,6 +15,8 @@ use crate::locate::{Located, Locator};
 
 /// Batches at least this large show a progress bar on a terminal.
 const PROGRESS_FROM: usize = 500;
+/// Batches at least this large are spread over the machine's cores.
+const PARALLEL_FROM: usize = 1_000;
 
 #[derive(Args)]
 #[command(after_help = r#"Examples:
@@ -86,7 +88,7 @@ pub fn run(args: LocateArgs) -> Result<ExitCode> {
     };
     let locator = Locator::new(&repo, target);
     match (&args.batch, &args.commit) {
-        (Some(file), _) => run_batch(&locator, file, args.explain),
+        (Some(file), _) => run_batch(&args.repo, target, file, args.explain),
         (None, Some(commit)) => {
             let anchor = Anchor {
                 commit: commit.clone(),
@@ -107,7 +109,7 @@ pub fn run(args: LocateArgs) -> Result<ExitCode> {
     }
 }
 
-fn run_batch(locator: &Locator<'_>, file: &PathBuf, explain: bool) -> Result<ExitCode> {
+fn run_batch(dir: &Path, target: Target, file: &PathBuf, explain: bool) -> Result<ExitCode> {
     let lines = if file.as_os_str() == "-" {
         read_lines(std::io::stdin().lock()).context("reading cases from stdin")?
     } else {
@@ -128,7 +130,9 @@ fn run_batch(locator: &Locator<'_>, file: &PathBuf, explain: bool) -> Result<Exi
             b.inc(1);
         }
     };
-    let answers = batch::answer_all(&lines, locator, explain, &tick);
+    // Small batches are not worth a second repository handle.
+    let threads = if cases >= PARALLEL_FROM { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { 1 };
+    let answers = batch::answer_all_parallel(&lines, dir, target, threads, explain, &tick);
     if let Some(b) = bar {
         b.finish_and_clear();
     }

@@ -14,8 +14,11 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use std::path::Path;
+
 use super::{Located, Locator};
 use crate::anchor::{Anchor, LineRange, Via};
+use crate::git::{Repo, Target};
 
 #[derive(Deserialize)]
 struct CaseIn {
@@ -166,14 +169,17 @@ impl Answer {
     }
 }
 
-/// Answers every line of a batch, in input order. `tick` is called once per case answered
-/// (for a progress bar). Cases are processed grouped by path and commit so caches stay warm.
-pub fn answer_all(lines: &[String], locator: &Locator<'_>, explain: bool, tick: &dyn Fn()) -> Vec<Answer> {
+/// A batch parsed: one slot per non-blank input line, the malformed ones already answered.
+struct Parsed {
+    answers: Vec<Option<Answer>>,
+    cases: Vec<(usize, Case)>,
+}
+
+fn parse_all(lines: &[String]) -> Parsed {
     let mut answers: Vec<Option<Answer>> = Vec::with_capacity(lines.len());
     let mut cases: Vec<(usize, Case)> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
-            answers.push(None);
             continue;
         }
         match parse_case(line) {
@@ -184,12 +190,77 @@ pub fn answer_all(lines: &[String], locator: &Locator<'_>, explain: bool, tick: 
             Err(bad) => answers.push(Some(Answer::error(i + 1, bad))),
         }
     }
-    // By path, then commit: successive versions of one file share git's delta bases and our
-    // line maps.
+    Parsed { answers, cases }
+}
+
+/// By path, then commit: successive versions of one file share git's delta bases and our
+/// line maps.
+fn sort_for_locality(cases: &mut [(usize, Case)]) {
     cases.sort_by(|(_, a), (_, b)| (&a.anchor.path, &a.anchor.commit).cmp(&(&b.anchor.path, &b.anchor.commit)));
+}
+
+/// Answers every line of a batch with one locator, in input order. `tick` is called once per
+/// case answered (for a progress bar).
+pub fn answer_all(lines: &[String], locator: &Locator<'_>, explain: bool, tick: &dyn Fn()) -> Vec<Answer> {
+    let Parsed { mut answers, mut cases } = parse_all(lines);
+    sort_for_locality(&mut cases);
     for (slot, case) in cases {
         answers[slot] = Some(Answer::located(case.id, locator.locate(&case.anchor), explain));
         tick();
+    }
+    answers.into_iter().flatten().collect()
+}
+
+/// Answers a batch on `threads` threads, each with its own handle on the repository at `dir`
+/// (git2 handles are not shared between threads). Cases are split by file path, so the
+/// versions of one file, which share reads and diffs, stay on one thread.
+pub fn answer_all_parallel(
+    lines: &[String],
+    dir: &Path,
+    target: Target,
+    threads: usize,
+    explain: bool,
+    tick: &(dyn Fn() + Sync),
+) -> Vec<Answer> {
+    let Parsed { mut answers, cases } = parse_all(lines);
+    let threads = threads.clamp(1, cases.len().max(1));
+    let mut buckets: Vec<Vec<(usize, Case)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (slot, case) in cases {
+        let k = (crate::anchor::text::hash_str(&case.anchor.path) % threads as u64) as usize;
+        buckets[k].push((slot, case));
+    }
+    let done: Vec<Vec<(usize, Answer)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = buckets
+            .into_iter()
+            .map(|mut bucket| {
+                scope.spawn(move || {
+                    sort_for_locality(&mut bucket);
+                    let repo = match Repo::discover(dir) {
+                        Ok(repo) => repo,
+                        Err(e) => {
+                            let why = e.to_string();
+                            return bucket
+                                .into_iter()
+                                .map(|(slot, c)| (slot, Answer::unknown(c.id, why.clone())))
+                                .collect();
+                        }
+                    };
+                    let locator = Locator::new(&repo, target);
+                    bucket
+                        .into_iter()
+                        .map(|(slot, case)| {
+                            let answer = Answer::located(case.id, locator.locate(&case.anchor), explain);
+                            tick();
+                            (slot, answer)
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("a locate worker panicked")).collect()
+    });
+    for (slot, answer) in done.into_iter().flatten() {
+        answers[slot] = Some(answer);
     }
     answers.into_iter().flatten().collect()
 }

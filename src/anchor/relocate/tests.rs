@@ -704,3 +704,14 @@ fn a_hundred_thousand_line_file_with_thousands_of_edits_relocates_every_anchor()
         }
     }
 }
+
+#[test]
+fn invalid_utf8_bytes_relocate_like_any_other_text() {
+    // Latin-1 bytes in a file that claims nothing: replaced when decoded, never a panic, and
+    // the same bytes compare equal on both sides.
+    let old = Text::from_bytes(b"caf\xe9 = 1\nna\xefve = 2\nend = 3\n");
+    let new = Text::from_bytes(b"header = 0\ncaf\xe9 = 1\nna\xefve = 2\nend = 3\n");
+    let anchor = Anchor { path: "l1.txt".into(), lines: LineRange::new(1, 2), ..Anchor::default() };
+    let found = relocate(&anchor, &Sources { old: Some(&old), new: Some(("l1.txt", &new)), ..Sources::default() });
+    assert_eq!(found.map(|r| (r.status, r.lines)), Ok((Status::Intact, LineRange::new(2, 3))));
+}

@@ -244,7 +244,7 @@ fn history_benchmark(sizes: &Sizes) {
     }
     let inproc = t.elapsed();
     println!(
-        "   in-process:  {:>8.1?} for {} anchors = {:>9.0} anchors/s  ({} blob reads, {} diffs; {counts:?})",
+        "   in-process:  {:>8.1?} for {} anchors = {:>9.0} anchors/s  (one thread, cold; {} blob reads, {} diffs; {counts:?})",
         inproc,
         anchors.len(),
         anchors.len() as f64 / inproc.as_secs_f64(),
@@ -263,19 +263,38 @@ fn history_benchmark(sizes: &Sizes) {
         .collect();
     let file = h.dir.path().join("anchors.jsonl");
     std::fs::write(&file, batch).unwrap();
-    let t = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_marginalia"))
-        .args(["locate", "--repo", h.dir.path().to_str().unwrap(), "--to", "HEAD", "--batch", file.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let cli = t.elapsed();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), anchors.len());
+    // Five runs: this is a shared 2-core VM, and one run can land on a busy moment.
+    let mut runs: Vec<Duration> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            let out = Command::new(env!("CARGO_BIN_EXE_marginalia"))
+                .args([
+                    "locate",
+                    "--repo",
+                    h.dir.path().to_str().unwrap(),
+                    "--to",
+                    "HEAD",
+                    "--batch",
+                    file.to_str().unwrap(),
+                ])
+                .output()
+                .unwrap();
+            let took = t.elapsed();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(out.stdout.iter().filter(|&&b| b == b'\n').count(), anchors.len());
+            took
+        })
+        .collect();
+    runs.sort();
+    let cli = runs[2];
     println!(
-        "   CLI batch:   {:>8.1?} for {} anchors = {:>9.0} anchors/s  (process start, JSON in and out included)",
+        "   CLI batch:   {:>8.1?} for {} anchors = {:>9.0} anchors/s  (median of 5, {:.0?} to {:.0?}; all cores, \
+         process start and JSON included)",
         cli,
         anchors.len(),
-        anchors.len() as f64 / cli.as_secs_f64()
+        anchors.len() as f64 / cli.as_secs_f64(),
+        runs[0],
+        runs[4]
     );
     if std::env::var_os("BENCH_KEEP").is_some() {
         println!("   kept: {} (batch: {})", h.dir.path().display(), file.display());

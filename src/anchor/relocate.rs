@@ -39,7 +39,7 @@ pub struct Sources<'a> {
     pub new: Option<(&'a str, &'a Text)>,
     /// The diff from `old` to `new`, when the caller keeps one per file pair.
     pub map: Option<&'a LineMap>,
-    /// Other files worth searching when code left its file: those the change added or grew,
+    /// Other files worth searching when code left its file: those the change added or changed,
     /// or, with no commit to diff against, whatever the caller can afford. Called only when
     /// the anchor's own file does not settle the answer, so reading them can wait.
     pub others: Option<&'a dyn Fn() -> Files>,
@@ -139,12 +139,12 @@ fn by_diff(
     let meaningful = |i: u32| needle.votes((i - s) as usize);
     // Where each anchored line went, when the diff kept it or paired it with an edited line.
     let mut kept: Vec<(u32, u32)> = Vec::new();
-    let mut unchanged: Vec<u32> = Vec::new();
+    let mut unchanged = vec![false; (e - s + 1) as usize];
     for i in s..=e {
         match map.fate(i, old, new) {
             Fate::Kept(j) => {
                 kept.push((i, j));
-                unchanged.push(i);
+                unchanged[(i - s) as usize] = true;
             }
             Fate::Edited(j) => kept.push((i, j)),
             Fate::Deleted { .. } => {}
@@ -155,8 +155,11 @@ fn by_diff(
     let run = strongest_run(&kept, e - s + 1, &meaningful);
     // Evidence that it stayed, in half lines: an unchanged line counts 2, an edited line 1 (a
     // look-alike line can be paired where the real one left).
-    let strength: u32 =
-        run.iter().filter(|&&(i, _)| meaningful(i)).map(|&(i, _)| if unchanged.contains(&i) { 2 } else { 1 }).sum();
+    let strength: u32 = run
+        .iter()
+        .filter(|&&(i, _)| meaningful(i))
+        .map(|&(i, _)| if unchanged[(i - s) as usize] { 2 } else { 1 })
+        .sum();
     let (mut lo, mut hi) = (run.first().map_or(u32::MAX, |r| r.1), run.last().map_or(0, |r| r.1));
     if let (Some(&(first, _)), Some(&(last, _))) = (run.first(), run.last()) {
         (lo, hi) = snap_edges(old, new, (s, e), (first, last), (lo, hi));
@@ -326,9 +329,12 @@ fn find(
     if settled.is_some() {
         return settled;
     }
-    let Some(others) = src.others.map(|f| f()).filter(|o| !o.is_empty()) else {
+    let all = src.others.map(|f| f()).unwrap_or_default();
+    // The anchor's own file may be among the changed files; it was searched already.
+    let others: Vec<&(String, Arc<Text>)> = all.iter().filter(|(p, _)| *p != own_path).collect();
+    if others.is_empty() {
         return answer(&found_here, &|_| own_path.clone());
-    };
+    }
     // Slot 0 is the anchor's own file, present or not, so indexes into `others` stay stable.
     let empty = Text::new("");
     let mut hays = vec![own.into_iter().next().unwrap_or(Hay { text: &empty, near: None })];

@@ -1,7 +1,7 @@
 //! Relocating anchors in a repository: the glue between the git reads and the anchor engine.
 //!
 //! A [`Locator`] serves one (repository, target) pair and keeps what many anchors share: one
-//! line map per (old blob, new blob) pair, the files each commit range added or grew, and, for
+//! line map per (old blob, new blob) pair, the files each commit range added or changed, and, for
 //! anchors whose commit is missing, the target's whole tree. Anchors on a file that did not
 //! change between their commit and the target cost one cached lookup.
 //!

@@ -100,14 +100,6 @@ impl LineMap {
         self.timed_out
     }
 
-    pub fn old_len(&self) -> usize {
-        self.old_len as usize
-    }
-
-    pub fn new_len(&self) -> usize {
-        self.new_len as usize
-    }
-
     /// True when nothing changed.
     pub fn is_identity(&self) -> bool {
         self.hunks.iter().all(|h| h.equal)

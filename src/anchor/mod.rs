@@ -44,11 +44,6 @@ impl LineRange {
         LineRange { start: start + 1, end: end + 1 }
     }
 
-    /// Number of lines.
-    pub fn count(&self) -> u32 {
-        self.end + 1 - self.start
-    }
-
     /// Parses `A-B` or a single line `A`.
     pub fn parse(s: &str) -> Result<LineRange, String> {
         let (a, b) = s.split_once('-').unwrap_or((s, s));

@@ -186,15 +186,6 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Maps one range through a change; `Err(line)` when its lines were deleted, with the line now
-/// at the gap.
-pub fn map_range(range: LineRange, change: &LineChange) -> Result<LineRange, u32> {
-    let (s, e) = (range.start - 1, range.end - 1);
-    let ns = Cursor::new(change).start(s);
-    let ne = Cursor::new(change).end(e);
-    if ne < ns { Err(ns as u32) } else { Ok(LineRange::from_zero(ns as u32, ne as u32)) }
-}
-
 /// Where a tracked anchor is now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tracked {

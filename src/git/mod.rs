@@ -176,10 +176,6 @@ impl Repo {
         self.repo.is_bare()
     }
 
-    pub fn is_shallow(&self) -> bool {
-        self.repo.is_shallow()
-    }
-
     /// The working tree's top folder, if any.
     pub fn workdir(&self) -> Option<&Path> {
         self.repo.workdir()

@@ -113,7 +113,7 @@ impl<'r> Locator<'r> {
     /// No usable commit: search the anchored text at the same path, then everywhere.
     fn by_text(&self, anchor: &Anchor) -> Result<Result<Relocation, crate::anchor::Unlocatable>, GitError> {
         let new = self.repo.file(self.target, &anchor.path)?;
-        let others = || self.whole_tree(&anchor.path);
+        let others = || self.whole_tree();
         let src = Sources {
             old: None,
             new: new.as_ref().map(|n| (anchor.path.as_str(), &*n.text)),
@@ -156,18 +156,17 @@ impl<'r> Locator<'r> {
         files
     }
 
-    /// Every readable text file of the target except `skip` (read once per locator).
-    fn whole_tree(&self, skip: &str) -> Files {
-        let all = self
-            .whole_tree
+    /// Every readable text file of the target, read once per locator and shared (the search
+    /// skips the anchor's own file itself).
+    fn whole_tree(&self) -> Files {
+        self.whole_tree
             .get_or_init(|| {
                 let paths = self.repo.all_paths(self.target).unwrap_or_default();
                 let files =
                     paths.into_iter().take(MAX_TREE_FILES).filter_map(|p| self.readable(&p).map(|t| (p, t))).collect();
                 Arc::new(files)
             })
-            .clone();
-        Arc::new(all.iter().filter(|(p, _)| p != skip).cloned().collect())
+            .clone()
     }
 
     fn readable(&self, path: &str) -> Option<Arc<Text>> {

@@ -9,10 +9,17 @@
 //!   it never writes.
 //! - [`locate`]: relocating anchors in a repository, gluing `git` to `anchor` with the caches a
 //!   batch needs; the stable JSON Lines interface of `marginalia locate`.
+//! - [`codemark`]: codemarks: the model, anchoring a selection (committed lines, or pending
+//!   ones anchored to their text until a commit holds them), placing anchors in the working
+//!   tree or an editor buffer. Shared by the language server and the CLI; no SQL, no LSP.
+//! - [`store`]: the local store (one SQLite file, WAL, versioned migrations). **Invariant:** the
+//!   only module that knows SQL.
 //! - [`cli`]: the command line. Glue: parses, calls the modules above, prints. The only place
 //!   that writes to stdout.
 
 pub mod anchor;
 pub mod cli;
+pub mod codemark;
 pub mod git;
 pub mod locate;
+pub mod store;

@@ -44,6 +44,12 @@ impl fmt::Debug for ObjectId {
 }
 
 impl ObjectId {
+    /// The id git gives a blob with these bytes (what `git hash-object` prints): the key of an
+    /// editor buffer's content, committed or not.
+    pub fn of_blob(bytes: &[u8]) -> ObjectId {
+        ObjectId(Oid::hash_object(ObjectType::Blob, bytes).unwrap_or(Oid::ZERO_SHA1))
+    }
+
     /// The first 12 hex digits, for messages.
     pub fn short(&self) -> String {
         self.0.to_string()[..12].to_owned()
@@ -179,6 +185,27 @@ impl Repo {
     /// The working tree's top folder, if any.
     pub fn workdir(&self) -> Option<&Path> {
         self.repo.workdir()
+    }
+
+    /// The `.git` folder (or the bare repository itself), where HEAD and the refs live.
+    pub fn git_dir(&self) -> &Path {
+        self.repo.path()
+    }
+
+    /// Who the user is here, from git's `user.name` and `user.email` (as commits would say).
+    pub fn user(&self) -> Option<String> {
+        let config = self.repo.config().ok()?;
+        let name = config.get_string("user.name").ok().filter(|n| !n.trim().is_empty());
+        let email = config.get_string("user.email").ok().filter(|e| !e.trim().is_empty());
+        match (name, email) {
+            (Some(n), Some(e)) => Some(format!("{n} <{e}>")),
+            (n, e) => n.or(e),
+        }
+    }
+
+    /// The folder that names this repository on disk: its working tree, or the git folder.
+    pub fn root(&self) -> &Path {
+        self.workdir().unwrap_or_else(|| self.git_dir())
     }
 
     /// Resolves any revision git understands (`HEAD~3`, a branch, a tag, a hex prefix) to a
@@ -332,10 +359,10 @@ impl Repo {
         opts.include_untracked(true).recurse_untracked_dirs(true).include_ignored(false);
         let statuses = self.repo.statuses(Some(&mut opts)).map_err(|e| read_err("the working tree status", e))?;
         for s in statuses.iter() {
-            if s.status().contains(git2::Status::WT_NEW) {
-                if let Ok(p) = s.path() {
-                    paths.insert(p.to_owned());
-                }
+            if s.status().contains(git2::Status::WT_NEW)
+                && let Ok(p) = s.path()
+            {
+                paths.insert(p.to_owned());
             }
         }
         let paths = Arc::new(paths);

@@ -77,10 +77,10 @@ pub fn relocate(anchor: &Anchor, src: &Sources<'_>) -> Result<Relocation, Unloca
     if past_end && given.is_none() {
         return Err(Unlocatable::PastEnd { path: anchor.path.clone(), lines: range, len: old.len() });
     }
-    if let Some((path, new)) = src.new {
-        if new.is_binary() {
-            return Err(Unlocatable::Binary { path: path.to_owned() });
-        }
+    if let Some((path, new)) = src.new
+        && new.is_binary()
+    {
+        return Err(Unlocatable::Binary { path: path.to_owned() });
     }
     let before: Vec<&str> =
         old.lines(s.saturating_sub(CONTEXT_LINES as u32) as usize..(s as usize).min(old.len())).collect();
@@ -184,10 +184,10 @@ fn by_diff(
     let near = map.position(s);
     let found = find(needle, src, Some((new_path, new, near)), Via::Search);
     let beats = |c: &Candidate| 2 * c.matched > strength;
-    if let Some((r, c)) = &found {
-        if c.tier > Tier::Fuzzy || (beats(c) && r.path == new_path) {
-            return r.clone();
-        }
+    if let Some((r, c)) = &found
+        && (c.tier > Tier::Fuzzy || (beats(c) && r.path == new_path))
+    {
+        return r.clone();
     }
     // so are its names, together in its own file (code restyled line by line);
     let rarity = |t: u64| old.lines_with_token(t);
@@ -195,10 +195,10 @@ fn by_diff(
         return named;
     }
     // weaker: a fuzzy match in another file, or the few lines the diff kept.
-    if let Some((r, c)) = found {
-        if beats(&c) {
-            return r;
-        }
+    if let Some((r, c)) = found
+        && beats(&c)
+    {
+        return r;
     }
     if strength > 0 {
         return here(Status::Modified);

@@ -158,10 +158,10 @@ pub fn search(needle: &Needle, hays: &[Hay<'_>]) -> Vec<Candidate> {
         }
         votes.sort_unstable();
         for diagonal in top_diagonals(&votes) {
-            if let Some(c) = candidate_at(needle, hay, h, diagonal, &votes) {
-                if !out.iter().any(|o| o.hay == c.hay && o.start == c.start && o.end == c.end) {
-                    out.push(c);
-                }
+            if let Some(c) = candidate_at(needle, hay, h, diagonal, &votes)
+                && !out.iter().any(|o| o.hay == c.hay && o.start == c.start && o.end == c.end)
+            {
+                out.push(c);
             }
         }
     }
@@ -216,10 +216,10 @@ fn candidate_at(
     // Keep them in order: each matched line must come after the previous one.
     let mut matches: Vec<(u32, u32)> = Vec::new();
     for (i, slot) in best.iter().enumerate() {
-        if let Some((_, j)) = *slot {
-            if matches.last().is_none_or(|&(_, pj)| j > pj) {
-                matches.push((i as u32, j));
-            }
+        if let Some((_, j)) = *slot
+            && matches.last().is_none_or(|&(_, pj)| j > pj)
+        {
+            matches.push((i as u32, j));
         }
     }
     // A block scattered by moves can match in two places: keep the run with the most lines,

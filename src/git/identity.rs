@@ -49,10 +49,10 @@ pub(super) fn read(repo: &Repository) -> Result<RepoIdentity, GitError> {
     let names = repo.remotes().map_err(|e| read_err("the remotes", e))?;
     let mut named: Vec<(String, String)> = Vec::new();
     for name in names.iter().flatten().flatten() {
-        if let Ok(remote) = repo.find_remote(name) {
-            if let Some(url) = remote.url().ok().and_then(normalize_remote_url) {
-                named.push((name.to_owned(), url));
-            }
+        if let Ok(remote) = repo.find_remote(name)
+            && let Some(url) = remote.url().ok().and_then(normalize_remote_url)
+        {
+            named.push((name.to_owned(), url));
         }
     }
     let primary = named.iter().find(|(n, _)| n == "origin").or(named.first()).map(|(_, u)| u.clone());
@@ -70,10 +70,10 @@ fn first_parent_roots(repo: &Repository) -> Vec<String> {
     }
     let mut roots = Vec::new();
     for oid in walk.flatten() {
-        if let Ok(c) = repo.find_commit(oid) {
-            if c.parent_count() == 0 {
-                roots.push(oid.to_string());
-            }
+        if let Ok(c) = repo.find_commit(oid)
+            && c.parent_count() == 0
+        {
+            roots.push(oid.to_string());
         }
     }
     roots

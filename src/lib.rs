@@ -14,6 +14,8 @@
 //!   tree or an editor buffer. Shared by the language server and the CLI; no SQL, no LSP.
 //! - [`store`]: the local store (one SQLite file, WAL, versioned migrations). **Invariant:** the
 //!   only module that knows SQL.
+//! - [`lsp`]: the language server over stdio. **Invariant:** the only module that knows
+//!   tower-lsp and LSP types; positions are converted at its edge (`lsp::proto`).
 //! - [`cli`]: the command line. Glue: parses, calls the modules above, prints. The only place
 //!   that writes to stdout.
 
@@ -22,4 +24,5 @@ pub mod cli;
 pub mod codemark;
 pub mod git;
 pub mod locate;
+pub mod lsp;
 pub mod store;

@@ -5,6 +5,7 @@
 //! 2 for usage or environment errors (a bad flag, a folder that is not a repository, an
 //! unknown revision), with a message that says what is wrong.
 
+mod codemark;
 mod locate;
 
 use std::process::ExitCode;
@@ -29,6 +30,15 @@ enum Command {
     /// Where are these lines now? Follow line ranges anchored at a commit to another commit or
     /// to the working tree, through edits, moves and renames.
     Locate(locate::LocateArgs),
+
+    /// Start, list, read and answer discussions on code (the local store; what the editor
+    /// does, for scripts and CI).
+    Codemark(codemark::CodemarkArgs),
+
+    /// Run the language server on stdin/stdout, for an editor to start (VS Code, Neovim,
+    /// JetBrains through LSP4IJ). Codemarks live in the local store: MARGINALIA_DATA_DIR
+    /// chooses its folder.
+    Lsp,
 }
 
 /// Runs the command line and returns the process exit code.
@@ -37,6 +47,8 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Locate(args) => locate::run(args),
+        Command::Codemark(args) => codemark::run(args),
+        Command::Lsp => lsp(),
     };
     match result {
         Ok(code) => code,
@@ -45,6 +57,19 @@ pub fn run() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The language server owns stdout; it stops when the editor says exit or closes the pipe.
+fn lsp() -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("starting the async runtime: {e}"))?;
+    runtime.block_on(crate::lsp::serve_stdio());
+    // Blocking work still running (a relocation pass) is not waited for.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Logs go to stderr (stdout carries answers, and for `lsp` the protocol); `MARGINALIA_LOG`

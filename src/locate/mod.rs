@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::anchor::{Anchor, Files, LineMap, Relocation, Sources, Text, relocate};
-use crate::git::{GitError, ObjectId, Repo, Target};
+use crate::git::{File, GitError, ObjectId, Repo, Target};
 
 /// Files read when searching a whole tree for an anchor whose commit is missing.
 const MAX_TREE_FILES: usize = 50_000;
@@ -50,11 +50,20 @@ pub struct Locator<'r> {
     maps: RefCell<HashMap<(ObjectId, ObjectId), Arc<LineMap>>>,
     moved_into: RefCell<HashMap<ObjectId, Files>>,
     whole_tree: OnceCell<Files>,
+    /// Working-tree files read so far: the disk is read and hashed once per path and pass.
+    on_disk: RefCell<HashMap<String, Option<File>>>,
 }
 
 impl<'r> Locator<'r> {
     pub fn new(repo: &'r Repo, target: Target) -> Locator<'r> {
-        Locator { repo, target, maps: RefCell::default(), moved_into: RefCell::default(), whole_tree: OnceCell::new() }
+        Locator {
+            repo,
+            target,
+            maps: RefCell::default(),
+            moved_into: RefCell::default(),
+            whole_tree: OnceCell::new(),
+            on_disk: RefCell::default(),
+        }
     }
 
     pub fn target(&self) -> Target {
@@ -96,7 +105,7 @@ impl<'r> Locator<'r> {
         let old = self.repo.text(old_blob, &anchor.path)?;
         let new_path = self.repo.follow(commit, &anchor.path, self.target)?;
         let new = match &new_path {
-            Some(p) => self.repo.file(self.target, p)?,
+            Some(p) => self.file(p)?,
             None => None,
         };
         let map = new.as_ref().map(|n| self.line_map(old_blob, &old, n.id, &n.text));
@@ -112,7 +121,7 @@ impl<'r> Locator<'r> {
 
     /// No usable commit: search the anchored text at the same path, then everywhere.
     fn by_text(&self, anchor: &Anchor) -> Result<Result<Relocation, crate::anchor::Unlocatable>, GitError> {
-        let new = self.repo.file(self.target, &anchor.path)?;
+        let new = self.file(&anchor.path)?;
         let others = || self.whole_tree();
         let src = Sources {
             old: None,
@@ -121,6 +130,20 @@ impl<'r> Locator<'r> {
             others: Some(&others),
         };
         Ok(relocate(anchor, &src))
+    }
+
+    /// The target's file at `path`. Commits are cached by the repository; working-tree files
+    /// here, so many anchors on one file read it once.
+    pub fn file(&self, path: &str) -> Result<Option<File>, GitError> {
+        if self.target != Target::Worktree {
+            return self.repo.file(self.target, path);
+        }
+        if let Some(f) = self.on_disk.borrow().get(path) {
+            return Ok(f.clone());
+        }
+        let f = self.repo.file(self.target, path)?;
+        self.on_disk.borrow_mut().insert(path.to_owned(), f.clone());
+        Ok(f)
     }
 
     fn line_map(&self, old_id: ObjectId, old: &Text, new_id: ObjectId, new: &Text) -> Arc<LineMap> {
@@ -170,7 +193,7 @@ impl<'r> Locator<'r> {
     }
 
     fn readable(&self, path: &str) -> Option<Arc<Text>> {
-        let file = self.repo.file(self.target, path).ok()??;
+        let file = self.file(path).ok()??;
         (!file.text.is_binary() && file.text.as_str().len() <= MAX_SEARCH_FILE_BYTES).then_some(file.text)
     }
 }

@@ -120,3 +120,18 @@ pub fn stderr(o: &Output) -> String {
 pub fn numbered(prefix: &str, n: usize) -> String {
     (1..=n).map(|i| format!("{prefix} line {i} does work {}\n", i * 37 % 101)).collect()
 }
+
+pub mod lsp;
+
+/// Runs `marginalia` in folder `cwd` with its store in `data_dir`.
+pub fn marginalia_at(cwd: &Path, data_dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_marginalia"))
+        .args(args)
+        .current_dir(cwd)
+        .env("MARGINALIA_DATA_DIR", data_dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the marginalia binary runs")
+}

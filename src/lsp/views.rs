@@ -1,0 +1,91 @@
+//! What the editor is shown: codemarks as JSON for `marginalia/codemarks`, code lens titles,
+//! hover text and diagnostics.
+
+use serde_json::{Value, json};
+use tower_lsp_server::ls_types as lsp;
+
+use crate::anchor::{Document, Status};
+use crate::codemark::{Codemark, MarkStatus, rfc3339};
+
+use super::docs::Current;
+use super::proto::{Encoding, line_range};
+
+/// A codemark as editors read it: the stable shape of `marginalia/codemarks`.
+pub fn codemark_json(c: &Codemark, at: Option<(&Current, &Document)>, enc: Encoding) -> Value {
+    let mut v = c.to_json();
+    if let Some((cur, doc)) = at {
+        v["anchorStatus"] = json!(cur.status.as_str());
+        v["range"] = serde_json::to_value(range(cur, doc, enc)).unwrap_or(Value::Null);
+    }
+    v
+}
+
+/// The LSP range of a placed anchor: its whole lines, or the start of the line where deleted
+/// code used to be.
+pub fn range(cur: &Current, doc: &Document, enc: Encoding) -> lsp::Range {
+    if cur.status == Status::Deleted {
+        let p = lsp::Position::new(cur.start.min(doc.line_count() - 1), 0);
+        return lsp::Range::new(p, p);
+    }
+    line_range(doc, cur.start, cur.end, enc)
+}
+
+/// "question: Why cache here? · 2 comments · open", marked when the code changed or went.
+pub fn lens_title(c: &Codemark, status: Status) -> String {
+    let n = 1 + c.replies.len();
+    let mut t = match status {
+        Status::Deleted => "code deleted · ".to_owned(),
+        Status::Modified => "code changed · ".to_owned(),
+        Status::Intact => String::new(),
+    };
+    t.push_str(c.kind.as_str());
+    t.push_str(": ");
+    t.push_str(&headline(c, 60));
+    t.push_str(&format!(" · {n} comment{} · {}", if n == 1 { "" } else { "s" }, c.status));
+    t
+}
+
+/// The title, else the body's first line, cut to `max` characters.
+pub fn headline(c: &Codemark, max: usize) -> String {
+    let line =
+        c.title.as_deref().filter(|t| !t.trim().is_empty()).unwrap_or_else(|| c.body.lines().next().unwrap_or(""));
+    let line = line.trim();
+    if line.chars().count() > max {
+        let cut: String = line.chars().take(max - 1).collect();
+        format!("{cut}…")
+    } else {
+        line.to_owned()
+    }
+}
+
+/// The thread in Markdown, for hovers and messages.
+pub fn thread_markdown(c: &Codemark, status: Option<Status>) -> String {
+    let mut s = format!("**{}** · {} · {}", c.kind, c.status, c.author);
+    if let Some(st) = status.filter(|s| *s != Status::Intact) {
+        s.push_str(&format!(" · code {}", if st == Status::Deleted { "deleted" } else { "changed since" }));
+    }
+    s.push_str(&format!(" · {}\n\n", &rfc3339(c.created)[..10]));
+    if let Some(t) = c.title.as_deref().filter(|t| !t.trim().is_empty()) {
+        s.push_str(&format!("### {t}\n\n"));
+    }
+    s.push_str(&c.body);
+    for r in &c.replies {
+        s.push_str(&format!("\n\n---\n\n**{}** · {}\n\n{}", r.author, &rfc3339(r.created)[..10], r.body));
+    }
+    s
+}
+
+pub fn diagnostic(c: &Codemark, cur: &Current, doc: &Document, enc: Encoding) -> lsp::Diagnostic {
+    lsp::Diagnostic {
+        range: range(cur, doc, enc),
+        severity: Some(if c.status == MarkStatus::Open {
+            lsp::DiagnosticSeverity::INFORMATION
+        } else {
+            lsp::DiagnosticSeverity::HINT
+        }),
+        code: Some(lsp::NumberOrString::String(c.id.clone())),
+        source: Some("marginalia".to_owned()),
+        message: lens_title(c, cur.status),
+        ..lsp::Diagnostic::default()
+    }
+}

@@ -129,7 +129,7 @@ pub fn run(args: CodemarkArgs) -> Result<ExitCode> {
             let (repo, _) = open_repo(&common.repo)?;
             let id = resolve_id(&store, &id)?;
             let body = read_body(body)?;
-            let author = author(&repo);
+            let author = codemark::author(Some(&repo));
             store.add_reply(&id, &Reply { id: new_id(), author, body, created: now_ms() })?;
             done(&common, &store, &id, "replied to")
         }
@@ -167,10 +167,6 @@ fn open_repo(dir: &Path) -> Result<(Repo, String)> {
     }
     let key = codemark::repo_key(&repo)?;
     Ok((repo, key))
-}
-
-fn author(repo: &Repo) -> String {
-    repo.user().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "me".into())
 }
 
 /// `-` means stdin.
@@ -238,7 +234,7 @@ fn add(
         kind,
         title: title.filter(|t| !t.trim().is_empty()),
         body,
-        author: author(&repo),
+        author: codemark::author(Some(&repo)),
         status: MarkStatus::Open,
         anchors: vec![anchor],
         replies: Vec::new(),

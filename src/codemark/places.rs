@@ -33,6 +33,12 @@ pub fn repo_key(repo: &Repo) -> Result<String, GitError> {
     Ok(format!("path:{}", dir.display()))
 }
 
+/// Who is writing, as a codemark or reply records it: git's user name and email in this
+/// repository, else the login name.
+pub fn author(repo: Option<&Repo>) -> String {
+    repo.and_then(Repo::user).or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "me".into())
+}
+
 /// Why a selection cannot be anchored.
 #[derive(Debug, thiserror::Error)]
 pub enum AnchorError {

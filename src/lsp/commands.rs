@@ -127,7 +127,7 @@ impl Backend {
             let anchor =
                 codemark::anchor_selection(&rs.repo, &path, &Text::new(text), lines).map_err(|e| e.to_string())?;
             let now = now_ms();
-            let author = rs.repo.user().or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "me".into());
+            let author = codemark::author(Some(&rs.repo));
             let c = Codemark {
                 id: new_id(),
                 repo: rs.key.clone(),
@@ -224,7 +224,7 @@ impl Backend {
     }
 
     pub(super) async fn show(&self, arg: Value) -> Result<Value> {
-        let a: IdArgs = args(super::commands::SHOW, arg)?;
+        let a: IdArgs = args(SHOW, arg)?;
         let text = {
             let work = lock(&self.shared.work);
             let (_, c) = work.mark(&a.id).ok_or_else(|| invalid(format!("no codemark `{}`", a.id)))?;
@@ -244,11 +244,7 @@ impl Backend {
         let key = id.to_owned();
         let found = blocking(move || {
             let mut work = lock(&shared.work);
-            let author = work
-                .mark(&key)
-                .and_then(|(i, _)| work.repos[i].repo.user())
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "me".into());
+            let author = codemark::author(work.mark(&key).map(|(i, _)| &work.repos[i].repo));
             let fresh = with_store(&shared, |store| {
                 if !change(store, author)? {
                     return Ok(None);

@@ -19,19 +19,19 @@ pub mod workspace;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use tower_lsp_server::jsonrpc::{Error, Result};
 use tower_lsp_server::ls_types::{self as lsp, Uri};
-use tower_lsp_server::{Client, LanguageServer, LspService, Server};
+use tower_lsp_server::{Bounded, Client, LanguageServer, LspService, NotCancellable, OngoingProgress, Server};
 
 use crate::store::Store;
 use docs::{Doc, MAX_DOCUMENT_BYTES};
 use proto::Encoding;
-use workspace::Workspace;
+use workspace::{Pass, Workspace};
 
 /// The notification sent when a document's codemarks moved or changed.
 pub const DID_CHANGE_CODEMARKS: &str = "marginalia/didChangeCodemarks";
@@ -225,35 +225,16 @@ impl Backend {
         if repos.is_empty() {
             return;
         }
-        let total: usize = {
-            let work = lock(&self.shared.work);
-            let counted = with_store(&self.shared, |store| {
-                Ok(repos.iter().map(|&i| store.of_repo(&work.repos[i].key).map_or(0, |m| m.len())).sum())
-            });
-            counted.unwrap_or(0)
-        };
         lock(&self.shared.refreshing).extend(repos.iter().copied());
-        let done = Arc::new(AtomicUsize::new(0));
-        let progress = if lock(&self.shared.settings).progress && total > 0 {
-            let token = lsp::ProgressToken::String(format!("marginalia/{}", crate::codemark::new_id()));
-            match tokio::time::timeout(CLIENT_ANSWER, self.client.create_work_done_progress(token.clone())).await {
-                Ok(Ok(())) => Some(self.client.progress(token, title).with_percentage(0).begin().await),
-                _ => None,
-            }
-        } else {
-            None
-        };
+        let pass = Arc::new(Pass::default());
         let shared = self.shared.clone();
-        let counter = done.clone();
+        let counter = pass.clone();
         let repos_for_work = repos.clone();
         let task = blocking(move || {
             let mut work = lock(&shared.work);
             let mut errors = Vec::new();
             for idx in repos_for_work {
-                let r = with_store(&shared, |store| {
-                    work.refresh(idx, store, &|| _ = counter.fetch_add(1, Ordering::Relaxed))
-                });
-                if let Err(e) = r {
+                if let Err(e) = with_store(&shared, |store| work.refresh(idx, store, &counter)) {
                     errors.push(e);
                 }
             }
@@ -262,19 +243,25 @@ impl Backend {
             errors
         });
         tokio::pin!(task);
+        let mut progress = None;
         let errors = loop {
             tokio::select! {
                 r = &mut task => break r,
+                _ = pass.counted.notified(), if progress.is_none() => progress = self.begin_progress(title, &pass).await,
                 _ = tokio::time::sleep(Duration::from_millis(200)) => {
                     if let Some(p) = &progress {
-                        let n = done.load(Ordering::Relaxed);
+                        let (n, total) = (pass.done.load(Ordering::Relaxed), pass.total.load(Ordering::Relaxed));
                         p.report_with_message(format!("{n}/{total} anchors"), (n * 100 / total.max(1)) as u32).await;
                     }
                 }
             }
         };
+        // A pass quicker than the client's answer to the progress request is still reported.
+        if progress.is_none() {
+            progress = self.begin_progress(title, &pass).await;
+        }
         if let Some(p) = progress {
-            p.finish_with_message(format!("{total} anchors placed")).await;
+            p.finish_with_message(format!("{} anchors placed", pass.total.load(Ordering::Relaxed))).await;
         }
         match errors {
             Ok(errors) => {
@@ -303,6 +290,18 @@ impl Backend {
         self.shared.settle.notify_waiters();
         for uri in uris {
             self.place(&uri).await;
+        }
+    }
+
+    /// Starts a `$/progress` report for a pass with anchors to place, when the client takes them.
+    async fn begin_progress(&self, title: &str, pass: &Pass) -> Option<OngoingProgress<Bounded, NotCancellable>> {
+        if !lock(&self.shared.settings).progress || pass.total.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let token = lsp::ProgressToken::String(format!("marginalia/{}", crate::codemark::new_id()));
+        match tokio::time::timeout(CLIENT_ANSWER, self.client.create_work_done_progress(token.clone())).await {
+            Ok(Ok(())) => Some(self.client.progress(token, title).with_percentage(0).begin().await),
+            _ => None,
         }
     }
 

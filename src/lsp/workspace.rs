@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::anchor::{Relocation, Text};
 use crate::codemark::{self, CachedLocation, Codemark, LocationCache, StoredAnchor};
@@ -15,6 +16,15 @@ use crate::store::Store;
 /// are looked at in all.
 const NESTED_DEPTH: usize = 5;
 const NESTED_FOLDERS: usize = 20_000;
+
+/// How far a pass is, for `$/progress`: anchors to place (known once the codemarks are
+/// loaded, which `counted` signals) and anchors placed.
+#[derive(Default)]
+pub struct Pass {
+    pub total: AtomicUsize,
+    pub done: AtomicUsize,
+    pub counted: tokio::sync::Notify,
+}
 
 pub struct RepoState {
     /// The working tree's top folder, canonical.
@@ -106,9 +116,9 @@ impl Workspace {
     }
 
     /// Reloads a repository's codemarks, turns pending anchors whose lines are now committed
-    /// into anchors on that commit, and places every anchor in the working tree. `tick` is
-    /// called once per anchor.
-    pub fn refresh(&mut self, idx: usize, store: &Store, tick: &dyn Fn()) -> Result<(), String> {
+    /// into anchors on that commit, and places every anchor in the working tree, counting in
+    /// `pass` as it goes.
+    pub fn refresh(&mut self, idx: usize, store: &Store, pass: &Pass) -> Result<(), String> {
         let rs = &mut self.repos[idx];
         if !rs.root.exists() {
             rs.gone = true;
@@ -129,7 +139,10 @@ impl Workspace {
             }
         }
         let anchors: Vec<&StoredAnchor> = marks.iter().flat_map(|c| &c.anchors).collect();
-        rs.places = codemark::locate_in_worktree(&rs.repo, &anchors, store, tick);
+        pass.total.fetch_add(anchors.len(), Ordering::Relaxed);
+        pass.counted.notify_one();
+        let tick = || _ = pass.done.fetch_add(1, Ordering::Relaxed);
+        rs.places = codemark::locate_in_worktree(&rs.repo, &anchors, store, &tick);
         rs.marks = marks;
         // The pass read every file with a codemark; an idle editor should not keep them all.
         if let Ok(fresh) = Repo::open(&rs.root) {

@@ -16,10 +16,13 @@
 //!   only module that knows SQL.
 //! - [`lsp`]: the language server over stdio. **Invariant:** the only module that knows
 //!   tower-lsp and LSP types; positions are converted at its edge (`lsp::proto`).
+//! - [`api`]: the sync API's wire format (JSON shapes and limits) shared by the sync server and
+//!   its clients. **Invariant:** plain data; no HTTP, SQL or crypto.
 //! - [`cli`]: the command line. Glue: parses, calls the modules above, prints. The only place
 //!   that writes to stdout.
 
 pub mod anchor;
+pub mod api;
 pub mod cli;
 pub mod codemark;
 pub mod git;

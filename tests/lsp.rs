@@ -336,3 +336,76 @@ fn nested_repositories_and_the_command_line_share_one_store_with_the_editor() {
     assert_eq!(marks[1]["body"], "from CI");
     lsp.stop();
 }
+
+#[test]
+fn binary_and_huge_documents_are_named_and_the_server_keeps_serving() {
+    let (repo, data, u, text) = setup();
+    repo.write("logo.png", "\u{89}PNG\r\n\u{1a}\n\0\0\0\rIHDR\0\0\0\x10");
+    repo.write("big.txt", "small for now\n");
+    repo.commit("assets");
+    let mut lsp = Lsp::start(repo.path(), data.path());
+    lsp.initialize(repo.path(), false, json!({}));
+    lsp.open(&u, 1, &text);
+    create(&mut lsp, &u, [4, 0, 5, 0], "comment", "kept through it all");
+
+    let binary = uri(&repo.file("logo.png"));
+    lsp.open(&binary, 1, &repo.read("logo.png"));
+    let warned = lsp.wait_for("a warning", |n| n["method"] == "window/showMessage");
+    assert!(warned["params"]["message"].as_str().unwrap().contains("logo.png is a binary file"), "{warned}");
+    let err = lsp
+        .command("marginalia.codemark.create", json!({"uri": binary, "range": range_json([0, 0, 0, 3]), "body": "x"}))
+        .unwrap_err();
+    assert!(err["message"].as_str().unwrap().contains("binary file"), "{err}");
+    assert!(lsp.codemarks(&binary).is_empty());
+
+    // Past the tracking limit (64 MiB): said once, not tracked, nothing else disturbed.
+    lsp.settle(Duration::from_millis(100));
+    lsp.notifications.clear();
+    let huge = uri(&repo.file("big.txt"));
+    let line = "a line of a generated file that nobody reads by hand, repeated\n";
+    let big = line.repeat((64 << 20) / line.len() + 1);
+    lsp.open(&huge, 1, &big);
+    let warned = lsp.wait_for("a warning", |n| n["method"] == "window/showMessage");
+    assert!(warned["params"]["message"].as_str().unwrap().contains("big.txt is larger than"), "{warned}");
+    let err = lsp
+        .command("marginalia.codemark.create", json!({"uri": huge, "range": range_json([0, 0, 0, 3]), "body": "x"}))
+        .unwrap_err();
+    assert!(err["message"].as_str().unwrap().contains("larger than"), "{err}");
+    lsp.change(&huge, 2, [0, 0, 0, 0], "typing goes on\n");
+
+    let marks = lsp.codemarks(&u);
+    assert_eq!(marks.len(), 1);
+    assert_eq!(lines_of(&marks[0]), (4, 4));
+    lsp.stop();
+}
+
+#[test]
+fn a_deleted_repository_is_reported_and_its_codemarks_stay_in_the_store() {
+    let (repo, data, u, text) = setup();
+    let mut lsp = Lsp::start(repo.path(), data.path());
+    lsp.initialize(repo.path(), false, json!({}));
+    lsp.open(&u, 1, &text);
+    let made = create(&mut lsp, &u, [4, 0, 6, 0], "issue", "survives its checkout");
+    lsp.settle(Duration::from_millis(100));
+    lsp.notifications.clear();
+
+    let root = repo.path().to_owned();
+    std::fs::remove_dir_all(&root).unwrap();
+    let gone = lsp.wait_for("the repository is gone", |n| n["method"] == "window/showMessage");
+    let said = gone["params"]["message"].as_str().unwrap();
+    assert!(said.contains("is gone") && said.contains("stay in the store"), "{said}");
+
+    // The editor still has the buffer: it is served, and a new codemark says why it cannot be.
+    assert!(lsp.request("textDocument/codeLens", json!({"textDocument": {"uri": u}})).is_ok());
+    let err = lsp
+        .command("marginalia.codemark.create", json!({"uri": u, "range": range_json([1, 0, 2, 0]), "body": "x"}))
+        .unwrap_err();
+    assert!(err["message"].as_str().unwrap().contains(&*root.to_string_lossy()), "{err}");
+    let one = lsp.request("marginalia/codemark", json!({"id": made["id"]})).unwrap();
+    assert_eq!(one["body"], "survives its checkout");
+    lsp.stop();
+
+    let store = marginalia::store::Store::open(&data.path().join("marginalia.db")).unwrap();
+    let kept = store.get(made["id"].as_str().unwrap()).unwrap().expect("still stored");
+    assert_eq!(kept.body, "survives its checkout");
+}

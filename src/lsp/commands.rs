@@ -10,7 +10,6 @@ use tower_lsp_server::ls_types::{self as lsp, Uri};
 
 use crate::anchor::{LineRange, Relocation, Status, Text, Via};
 use crate::codemark::{self, Codemark, Kind, MarkStatus, Reply, new_id, now_ms};
-use crate::locate::Located;
 use crate::store::Edit;
 
 use super::proto::{BadPosition, byte_col, selected_lines};
@@ -124,6 +123,12 @@ impl Backend {
         let made = blocking(move || -> std::result::Result<Codemark, String> {
             let mut work = lock(&shared.work);
             let rs = &mut work.repos[idx];
+            if rs.gone || !rs.root.exists() {
+                return Err(format!(
+                    "the repository at {} is gone: codemarks can only be made on a checkout that exists",
+                    rs.root.display()
+                ));
+            }
             let anchor =
                 codemark::anchor_selection(&rs.repo, &path, &Text::new(text), lines).map_err(|e| e.to_string())?;
             let now = now_ms();
@@ -142,10 +147,8 @@ impl Backend {
                 updated: now,
             };
             with_store(&shared, |store| store.insert(&c).map_err(|e| e.to_string()))?;
-            let a = &c.anchors[0];
             let here = Relocation { status: Status::Intact, path: path.clone(), lines, via: Via::Diff };
-            rs.places.insert(a.id.clone(), Located::Found(here));
-            rs.marks.push(c.clone());
+            work.add_mark(idx, c.clone(), here);
             Ok(c)
         })
         .await
@@ -225,11 +228,8 @@ impl Backend {
 
     pub(super) async fn show(&self, arg: Value) -> Result<Value> {
         let a: IdArgs = args(SHOW, arg)?;
-        let text = {
-            let work = lock(&self.shared.work);
-            let (_, c) = work.mark(&a.id).ok_or_else(|| invalid(format!("no codemark `{}`", a.id)))?;
-            views::thread_markdown(c, None)
-        };
+        let c = self.lookup(&a.id).ok_or_else(|| invalid(format!("no codemark `{}`", a.id)))?;
+        let text = views::thread_markdown(&c, None);
         self.client.show_message(lsp::MessageType::INFO, text).await;
         Ok(self.view(&a.id))
     }
@@ -244,8 +244,9 @@ impl Backend {
         let key = id.to_owned();
         let found = blocking(move || {
             let mut work = lock(&shared.work);
-            let author = codemark::author(work.mark(&key).map(|(i, _)| &work.repos[i].repo));
             let fresh = with_store(&shared, |store| {
+                let Some(before) = store.get(&key).map_err(|e| e.to_string())? else { return Ok(None) };
+                let author = codemark::author(work.repo_of(&before).map(|i| &work.repos[i].repo));
                 if !change(store, author)? {
                     return Ok(None);
                 }
@@ -277,13 +278,21 @@ impl Backend {
             .collect()
     }
 
+    /// A codemark: the one shown in a document, else the store's.
+    fn lookup(&self, id: &str) -> Option<Codemark> {
+        let work = lock(&self.shared.work);
+        if let Some((_, c)) = work.mark(id) {
+            return Some(c.clone());
+        }
+        with_store(&self.shared, |store| store.get(id).map_err(|e| e.to_string())).ok().flatten()
+    }
+
     /// One codemark with its thread, and where its anchors are in open documents.
     fn view(&self, id: &str) -> Value {
         let enc = self.enc();
-        let work = lock(&self.shared.work);
+        let Some(c) = self.lookup(id) else { return Value::Null };
         let docs = lock(&self.shared.docs);
-        let Some((_, c)) = work.mark(id) else { return Value::Null };
-        let mut v = views::codemark_json(c, None, enc);
+        let mut v = views::codemark_json(&c, None, enc);
         let mut at = Vec::new();
         for (uri, d) in docs.iter() {
             for p in d.placed.iter().filter(|p| p.codemark == id) {
@@ -323,7 +332,7 @@ impl Backend {
                 .placed
                 .iter()
                 .filter_map(|p| {
-                    let c = *marks.get(p.codemark.as_str())?;
+                    let c = marks.get(p.codemark.as_str())?;
                     let cur = doc.current(p);
                     Some((cur.start, views::codemark_json(c, Some((&cur, &doc.text)), enc)))
                 })
@@ -332,7 +341,7 @@ impl Backend {
             list.into_iter().map(|(_, v)| v).collect::<Vec<_>>()
         };
         if opened_here {
-            lock(&self.shared.docs).remove(&uri);
+            self.close(&uri);
         }
         Ok(json!({ "codemarks": list }))
     }

@@ -142,8 +142,8 @@ impl Backend {
             let (version, text, (idx, path)) = snapshot;
             let shared = self.shared.clone();
             let found = blocking(move || {
-                let work = lock(&shared.work);
-                with_store(&shared, |store| Ok(work.place(idx, &path, &text, store)))
+                let mut work = lock(&shared.work);
+                with_store(&shared, |store| work.place(idx, &path, &text, store))
             })
             .await;
             let (found, failed) = match found {
@@ -356,6 +356,19 @@ impl Backend {
         doc.unplaceable = why;
         lock(&self.shared.docs).entry(uri.clone()).or_insert(doc);
         Ok(())
+    }
+
+    /// Forgets a document, and the codemarks only it showed.
+    fn close(&self, uri: &Uri) {
+        let mut work = lock(&self.shared.work);
+        let mut docs = lock(&self.shared.docs);
+        let Some(Doc { home: Some((idx, _)), .. }) = docs.remove(uri) else { return };
+        let keep: HashSet<String> = docs
+            .values()
+            .filter(|d| d.home.as_ref().is_some_and(|(i, _)| *i == idx))
+            .flat_map(|d| d.placed.iter().map(|p| p.codemark.clone()))
+            .collect();
+        work.keep_shown(idx, &keep);
     }
 
     /// The repository and path of a document, or why it cannot hold codemarks.
@@ -646,7 +659,7 @@ impl LanguageServer for Backend {
     }
 
     async fn did_close(&self, params: lsp::DidCloseTextDocumentParams) {
-        lock(&self.shared.docs).remove(&params.text_document.uri);
+        self.close(&params.text_document.uri);
         if lock(&self.shared.settings).diagnostics {
             self.client.publish_diagnostics(params.text_document.uri, Vec::new(), None).await;
         }
@@ -700,7 +713,7 @@ impl LanguageServer for Backend {
             .placed
             .iter()
             .filter_map(|p| {
-                let c = *marks.get(p.codemark.as_str())?;
+                let c = marks.get(p.codemark.as_str())?;
                 let cur = doc.current(p);
                 let r = views::range(&cur, &doc.text, enc);
                 Some(lsp::CodeLens {
@@ -731,7 +744,7 @@ impl LanguageServer for Backend {
             .filter_map(|p| {
                 let cur = doc.current(p);
                 (cur.start <= line && line <= cur.end).then_some(())?;
-                let c = *marks.get(p.codemark.as_str())?;
+                let c = marks.get(p.codemark.as_str())?;
                 Some(views::thread_markdown(c, Some(cur.status)))
             })
             .collect();

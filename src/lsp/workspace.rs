@@ -2,7 +2,7 @@
 //! or from the files opened, each with its codemarks and where their anchors are in the working
 //! tree. Blocking work: call it from `spawn_blocking`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -32,14 +32,27 @@ pub struct RepoState {
     /// The repository's key in the store.
     pub key: String,
     pub repo: Repo,
-    pub marks: Vec<Codemark>,
-    /// Anchor id to where it is in the working tree, from the last pass.
-    pub places: HashMap<String, Located>,
+    /// Where every anchor of the repository is in the working tree, from the last pass: anchor
+    /// id to its codemark and the answer. All the memory an idle repository costs.
+    pub places: HashMap<String, Place>,
+    /// The codemarks shown in open documents (or just touched by a command), complete, by id.
+    /// The others stay in the store until a document that shows them opens.
+    pub shown: HashMap<String, Codemark>,
     /// HEAD when the last pass ran, to notice commits, checkouts and pulls.
     pub head: Option<ObjectId>,
     /// Set when the repository's folder disappeared; its codemarks stay in the store.
     pub gone: bool,
 }
+
+/// Where one anchor is in the working tree.
+#[derive(Clone, Debug)]
+pub struct Place {
+    pub codemark: String,
+    pub located: Located,
+}
+
+/// One anchor placed in a document's text: (codemark id, anchor id, where, anchored text).
+pub type Found = (String, String, Relocation, Option<String>);
 
 #[derive(Default)]
 pub struct Workspace {
@@ -74,8 +87,8 @@ impl Workspace {
             root,
             key,
             repo,
-            marks: Vec::new(),
             places: HashMap::new(),
+            shown: HashMap::new(),
             head: None,
             gone: false,
         });
@@ -117,7 +130,7 @@ impl Workspace {
 
     /// Reloads a repository's codemarks, turns pending anchors whose lines are now committed
     /// into anchors on that commit, and places every anchor in the working tree, counting in
-    /// `pass` as it goes.
+    /// `pass` as it goes. Only the answers are kept, and the codemarks already shown.
     pub fn refresh(&mut self, idx: usize, store: &Store, pass: &Pass) -> Result<(), String> {
         let rs = &mut self.repos[idx];
         if !rs.root.exists() {
@@ -142,8 +155,21 @@ impl Workspace {
         pass.total.fetch_add(anchors.len(), Ordering::Relaxed);
         pass.counted.notify_one();
         let tick = || _ = pass.done.fetch_add(1, Ordering::Relaxed);
-        rs.places = codemark::locate_in_worktree(&rs.repo, &anchors, store, &tick);
-        rs.marks = marks;
+        let mut found = codemark::locate_in_worktree(&rs.repo, &anchors, store, &tick);
+        let mut places = HashMap::with_capacity(found.len());
+        let mut shown = HashMap::with_capacity(rs.shown.len());
+        for c in marks {
+            for a in &c.anchors {
+                if let Some(located) = found.remove(&a.id) {
+                    places.insert(a.id.clone(), Place { codemark: c.id.clone(), located });
+                }
+            }
+            if rs.shown.contains_key(&c.id) {
+                shown.insert(c.id.clone(), c);
+            }
+        }
+        rs.places = places;
+        rs.shown = shown;
         // The pass read every file with a codemark; an idle editor should not keep them all.
         if let Ok(fresh) = Repo::open(&rs.root) {
             rs.repo = fresh;
@@ -153,60 +179,87 @@ impl Workspace {
 
     /// Replaces one codemark (after an edit) or drops it (when `fresh` is `None`).
     pub fn update_mark(&mut self, id: &str, fresh: Option<Codemark>) {
-        for rs in &mut self.repos {
-            if let Some(i) = rs.marks.iter().position(|c| c.id == id) {
-                match fresh {
-                    Some(c) => rs.marks[i] = c,
-                    None => {
-                        let gone = rs.marks.remove(i);
-                        for a in gone.anchors {
-                            rs.places.remove(&a.id);
-                        }
-                    }
+        match fresh {
+            Some(c) => {
+                if let Some(rs) = self.repos.iter_mut().find(|rs| rs.key == c.repo) {
+                    rs.shown.insert(c.id.clone(), c);
                 }
-                return;
+            }
+            None => {
+                for rs in &mut self.repos {
+                    rs.shown.remove(id);
+                    rs.places.retain(|_, p| p.codemark != id);
+                }
             }
         }
     }
 
-    /// The codemarks a document can show, by id (one lookup per placed anchor, not a scan).
-    pub fn marks_of(&self, home: Option<&(usize, String)>) -> HashMap<&str, &Codemark> {
-        let Some(rs) = home.and_then(|(i, _)| self.repos.get(*i)) else { return HashMap::new() };
-        rs.marks.iter().map(|c| (c.id.as_str(), c)).collect()
+    /// Adds a codemark just made, placed at `here` in the working tree.
+    pub fn add_mark(&mut self, idx: usize, c: Codemark, here: Relocation) {
+        let rs = &mut self.repos[idx];
+        for a in &c.anchors {
+            rs.places.insert(a.id.clone(), Place { codemark: c.id.clone(), located: Located::Found(here.clone()) });
+        }
+        rs.shown.insert(c.id.clone(), c);
     }
 
+    /// Forgets the shown codemarks of a repository that no open document shows any more.
+    pub fn keep_shown(&mut self, idx: usize, keep: &HashSet<String>) {
+        if let Some(rs) = self.repos.get_mut(idx) {
+            rs.shown.retain(|id, _| keep.contains(id));
+        }
+    }
+
+    /// The codemarks a document can show, by id.
+    pub fn marks_of(&self, home: Option<&(usize, String)>) -> &HashMap<String, Codemark> {
+        static NONE: std::sync::LazyLock<HashMap<String, Codemark>> = std::sync::LazyLock::new(HashMap::new);
+        home.and_then(|(i, _)| self.repos.get(*i)).map_or(&NONE, |rs| &rs.shown)
+    }
+
+    /// A codemark shown in a document, with its repository.
     pub fn mark(&self, id: &str) -> Option<(usize, &Codemark)> {
-        self.repos.iter().enumerate().find_map(|(i, rs)| rs.marks.iter().find(|c| c.id == id).map(|c| (i, c)))
+        self.repos.iter().enumerate().find_map(|(i, rs)| rs.shown.get(id).map(|c| (i, c)))
     }
 
-    /// Where the anchors that belong in `path` are in `text` (an editor buffer of that file):
-    /// (codemark id, anchor id, where, anchored text).
-    pub fn place(
-        &self,
-        idx: usize,
-        path: &str,
-        text: &str,
-        store: &Store,
-    ) -> Vec<(String, String, Relocation, Option<String>)> {
-        let rs = &self.repos[idx];
-        let here: Vec<(&Codemark, &StoredAnchor, &Relocation)> = rs
-            .marks
+    /// The repository a codemark belongs to, by its key.
+    pub fn repo_of(&self, c: &Codemark) -> Option<usize> {
+        self.repos.iter().position(|rs| rs.key == c.repo)
+    }
+
+    /// Where the anchors that belong in `path` are in `text` (an editor buffer of that file).
+    /// Their codemarks are read from the store and kept as shown.
+    pub fn place(&mut self, idx: usize, path: &str, text: &str, store: &Store) -> Result<Vec<Found>, String> {
+        let rs = &mut self.repos[idx];
+        let here: HashMap<&str, &Relocation> = rs
+            .places
             .iter()
-            .flat_map(|c| c.anchors.iter().map(move |a| (c, a)))
-            .filter_map(|(c, a)| match rs.places.get(&a.id) {
-                Some(Located::Found(rel)) if rel.path == path => Some((c, a, rel)),
+            .filter_map(|(anchor, p)| match &p.located {
+                Located::Found(rel) if rel.path == path => Some((anchor.as_str(), rel)),
                 _ => None,
             })
             .collect();
         if here.is_empty() {
-            return Vec::new();
+            return Ok(Vec::new());
         }
+        let mut ids: Vec<&str> = here.keys().filter_map(|a| rs.places.get(*a)).map(|p| p.codemark.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let missing: Vec<&str> = ids.iter().copied().filter(|id| !rs.shown.contains_key(*id)).collect();
+        for c in store.get_many(&missing).map_err(|e| e.to_string())? {
+            rs.shown.insert(c.id.clone(), c);
+        }
+        let at = &here;
+        let here: Vec<(&Codemark, &StoredAnchor, &Relocation)> = ids
+            .iter()
+            .filter_map(|id| rs.shown.get(*id))
+            .flat_map(|c| c.anchors.iter().filter_map(move |a| at.get(a.id.as_str()).map(|rel| (c, a, *rel))))
+            .collect();
         let out =
             |c: &Codemark, a: &StoredAnchor, rel: Relocation| (c.id.clone(), a.id.clone(), rel, a.anchor.text.clone());
         // The buffer is the file on disk (the usual case on open): the pass's answers hold. A
         // byte comparison, cheaper than hashing both.
         if std::fs::read(rs.root.join(path)).is_ok_and(|disk| disk == text.as_bytes()) {
-            return here.into_iter().map(|(c, a, rel)| out(c, a, rel.clone())).collect();
+            return Ok(here.into_iter().map(|(c, a, rel)| out(c, a, rel.clone())).collect());
         }
         let blob = ObjectId::of_blob(text.as_bytes());
         // The buffer differs from the file: remembered answers for this content, else the engine.
@@ -239,6 +292,6 @@ impl Workspace {
                 Err(e) => tracing::debug!("placing anchor {} in {path}: {e}", a.id),
             }
         }
-        found
+        Ok(found)
     }
 }

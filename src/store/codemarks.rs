@@ -18,6 +18,8 @@ const FIND_LIMIT: usize = 10;
 enum Which {
     Id,
     Repo,
+    /// A JSON array of ids.
+    Ids,
 }
 
 impl Which {
@@ -25,6 +27,7 @@ impl Which {
         match self {
             Which::Id => "c.id = ?1",
             Which::Repo => "c.repo = ?1",
+            Which::Ids => "c.id IN (SELECT value FROM json_each(?1))",
         }
     }
 }
@@ -66,6 +69,15 @@ impl Store {
     /// Every codemark of a repository (its identity key), ordered by id (that is, by creation).
     pub fn of_repo(&self, repo: &str) -> Result<Vec<Codemark>, StoreError> {
         self.load(Which::Repo, repo)
+    }
+
+    /// The codemarks with these ids that exist, complete, ordered by id: one read for the
+    /// codemarks of a document, however many there are.
+    pub fn get_many(&self, ids: &[&str]) -> Result<Vec<Codemark>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.load(Which::Ids, &serde_json::to_string(ids).expect("strings always serialize"))
     }
 
     /// How many codemarks the store holds, all repositories together.
@@ -171,6 +183,7 @@ impl Store {
         let context = match which {
             Which::Id => format!("could not read codemark {key}"),
             Which::Repo => format!("could not read the codemarks of repository {key}"),
+            Which::Ids => "could not read codemarks by id".to_owned(),
         };
         self.read(&context, |conn| {
             let err = self.sql_err(&context);

@@ -128,6 +128,19 @@ fn of_repo_returns_only_that_repository_ordered_by_id() {
 }
 
 #[test]
+fn get_many_returns_the_codemarks_that_exist_complete_ordered_by_id() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(&store_file(&dir)).unwrap();
+    for (id, repo) in [("c", "one"), ("a", "one"), ("b", "two")] {
+        store.insert(&mark(id, repo)).unwrap();
+    }
+    let got = store.get_many(&["c", "missing", "b", "c"]).unwrap();
+    assert_eq!(got, [mark("b", "two"), mark("c", "one")]);
+    assert!(store.get_many(&[]).unwrap().is_empty());
+    assert!(store.get_many(&["it's \"odd\""]).unwrap().is_empty(), "ids are data, never SQL");
+}
+
+#[test]
 fn edit_changes_only_the_fields_given() {
     let dir = TempDir::new().unwrap();
     let store = Store::open(&store_file(&dir)).unwrap();

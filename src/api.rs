@@ -294,7 +294,7 @@ pub struct NewReply {
 pub enum Change {
     /// Created or changed (body, title, status, anchors, a reply added or deleted).
     Codemark {
-        codemark: Codemark,
+        codemark: Box<Codemark>,
     },
     CodemarkDeleted {
         id: String,

@@ -30,6 +30,23 @@ impl Which {
             Which::Ids => "c.id IN (SELECT value FROM json_each(?1))",
         }
     }
+
+    /// The `FROM ... WHERE ...` that picks the rows of a child table (`anchors a`,
+    /// `replies r`) of the chosen codemarks: by codemark id straight away when ids are given.
+    fn children(self, table: &str, alias: &str) -> String {
+        match self {
+            Which::Id => format!("FROM {table} {alias} WHERE {alias}.codemark_id = ?1"),
+            Which::Ids => {
+                format!("FROM {table} {alias} WHERE {alias}.codemark_id IN (SELECT value FROM json_each(?1))")
+            }
+            Which::Repo => {
+                format!(
+                    "FROM {table} {alias} JOIN codemarks c ON c.id = {alias}.codemark_id WHERE {}",
+                    self.condition()
+                )
+            }
+        }
+    }
 }
 
 impl Store {
@@ -338,9 +355,8 @@ fn query_anchors(conn: &Connection, which: Which, key: &str) -> rusqlite::Result
     let sql = format!(
         "SELECT a.id, a.codemark_id, a.commit_id, a.path, a.start_line, a.end_line, a.text, a.before_ctx,
                 a.after_ctx, a.pending
-         FROM anchors a JOIN codemarks c ON c.id = a.codemark_id
-         WHERE {} ORDER BY a.codemark_id, a.ord",
-        which.condition()
+         {} ORDER BY a.codemark_id, a.ord",
+        which.children("anchors", "a")
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map([key], |r| {
@@ -363,9 +379,8 @@ fn query_anchors(conn: &Connection, which: Which, key: &str) -> rusqlite::Result
 fn query_replies(conn: &Connection, which: Which, key: &str) -> rusqlite::Result<Vec<(String, Reply)>> {
     let sql = format!(
         "SELECT r.codemark_id, r.id, r.author, r.body, r.created
-         FROM replies r JOIN codemarks c ON c.id = r.codemark_id
-         WHERE {} ORDER BY r.codemark_id, r.created, r.id",
-        which.condition()
+         {} ORDER BY r.codemark_id, r.created, r.id",
+        which.children("replies", "r")
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map([key], |r| {

@@ -240,6 +240,7 @@ fn add(
         replies: Vec::new(),
         created: now,
         updated: now,
+        shared: None,
     };
     store.insert(&c)?;
     if common.json {

@@ -126,6 +126,8 @@ pub struct Codemark {
     /// Milliseconds since the Unix epoch.
     pub created: i64,
     pub updated: i64,
+    /// The team server it is shared with (its URL); `None` while it lives on this machine only.
+    pub shared: Option<String>,
 }
 
 impl Codemark {

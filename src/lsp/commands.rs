@@ -145,6 +145,7 @@ impl Backend {
                 replies: Vec::new(),
                 created: now,
                 updated: now,
+                shared: None,
             };
             with_store(&shared, |store| store.insert(&c).map_err(|e| e.to_string()))?;
             let here = Relocation { status: Status::Intact, path: path.clone(), lines, via: Via::Diff };

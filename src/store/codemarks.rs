@@ -52,30 +52,7 @@ impl Which {
 impl Store {
     /// Saves a new codemark with its anchors (in order) and replies, all or nothing.
     pub fn insert(&self, c: &Codemark) -> Result<(), StoreError> {
-        self.write(&format!("could not save codemark {}", c.id), |tx| {
-            tx.prepare_cached(
-                "INSERT INTO codemarks (id, repo, kind, title, body, author, status, created, updated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(params![
-                c.id,
-                c.repo,
-                c.kind.as_str(),
-                c.title,
-                c.body,
-                c.author,
-                c.status.as_str(),
-                c.created,
-                c.updated
-            ])?;
-            for (ord, a) in c.anchors.iter().enumerate() {
-                insert_anchor(tx, &c.id, ord, a)?;
-            }
-            for r in &c.replies {
-                insert_reply(tx, &c.id, r)?;
-            }
-            Ok(())
-        })
+        self.insert_queued(c, &[])
     }
 
     /// The codemark with this id, with its anchors in order and replies oldest first.
@@ -124,37 +101,13 @@ impl Store {
     /// Adds a reply to a codemark's thread and moves the codemark's `updated` up to the reply's
     /// time (never back). `false` when there is no such codemark.
     pub fn add_reply(&self, codemark_id: &str, reply: &Reply) -> Result<bool, StoreError> {
-        self.write(&format!("could not save a reply to codemark {codemark_id}"), |tx| {
-            let found = tx.execute(
-                "UPDATE codemarks SET updated = max(updated, ?2) WHERE id = ?1",
-                params![codemark_id, reply.created],
-            )?;
-            if found == 0 {
-                return Ok(false);
-            }
-            insert_reply(tx, codemark_id, reply)?;
-            Ok(true)
-        })
+        self.add_reply_queued(codemark_id, reply, &[])
     }
 
     /// Changes a codemark's body, title or status and sets its `updated` to `now`. `false` when
     /// there is no such codemark.
     pub fn edit(&self, id: &str, edit: &Edit, now: i64) -> Result<bool, StoreError> {
-        self.write(&format!("could not save changes to codemark {id}"), |tx| {
-            if tx.execute("UPDATE codemarks SET updated = ?2 WHERE id = ?1", params![id, now])? == 0 {
-                return Ok(false);
-            }
-            if let Some(body) = &edit.body {
-                tx.execute("UPDATE codemarks SET body = ?2 WHERE id = ?1", params![id, body])?;
-            }
-            if let Some(title) = &edit.title {
-                tx.execute("UPDATE codemarks SET title = ?2 WHERE id = ?1", params![id, title])?;
-            }
-            if let Some(status) = edit.status {
-                tx.execute("UPDATE codemarks SET status = ?2 WHERE id = ?1", params![id, status.as_str()])?;
-            }
-            Ok(true)
-        })
+        self.edit_queued(id, edit, now, &[])
     }
 
     /// Removes a codemark with its anchors, replies and remembered locations (by cascade).
@@ -169,30 +122,7 @@ impl Store {
     /// forgets its remembered locations, which described the old anchor. `false` when there is
     /// no such anchor.
     pub fn update_anchor(&self, a: &StoredAnchor) -> Result<bool, StoreError> {
-        let (before, after) = (json_lines(&a.anchor.before), json_lines(&a.anchor.after));
-        self.write(&format!("could not save anchor {}", a.id), |tx| {
-            let found = tx.execute(
-                "UPDATE anchors SET commit_id = ?2, path = ?3, start_line = ?4, end_line = ?5, text = ?6,
-                        before_ctx = ?7, after_ctx = ?8, pending = ?9
-                 WHERE id = ?1",
-                params![
-                    a.id,
-                    a.anchor.commit,
-                    a.anchor.path,
-                    a.anchor.lines.start,
-                    a.anchor.lines.end,
-                    a.anchor.text,
-                    before,
-                    after,
-                    a.pending
-                ],
-            )?;
-            if found == 0 {
-                return Ok(false);
-            }
-            tx.execute("DELETE FROM locations WHERE anchor_id = ?1", [&a.id])?;
-            Ok(true)
-        })
+        self.write(&format!("could not save anchor {}", a.id), |tx| update_anchor(tx, a))
     }
 
     /// Codemarks chosen by `which`, complete, ordered by id; one snapshot of the file.
@@ -242,6 +172,7 @@ impl Store {
             replies: Vec::new(),
             created: m.created,
             updated: m.updated,
+            shared: m.server,
         })
     }
 
@@ -268,11 +199,95 @@ pub(super) fn line_range(start: i64, end: i64) -> Result<LineRange, String> {
     }
 }
 
-fn json_lines(lines: &[String]) -> String {
+pub(super) fn insert_codemark(tx: &Transaction<'_>, c: &Codemark) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO codemarks (id, repo, kind, title, body, author, status, created, updated, server)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        c.id,
+        c.repo,
+        c.kind.as_str(),
+        c.title,
+        c.body,
+        c.author,
+        c.status.as_str(),
+        c.created,
+        c.updated,
+        c.shared
+    ])?;
+    for (ord, a) in c.anchors.iter().enumerate() {
+        insert_anchor(tx, &c.id, ord, a)?;
+    }
+    for r in &c.replies {
+        insert_reply(tx, &c.id, r)?;
+    }
+    Ok(())
+}
+
+pub(super) fn add_reply(tx: &Transaction<'_>, codemark_id: &str, reply: &Reply) -> rusqlite::Result<bool> {
+    let found = tx.execute(
+        "UPDATE codemarks SET updated = max(updated, ?2) WHERE id = ?1",
+        params![codemark_id, reply.created],
+    )?;
+    if found == 0 {
+        return Ok(false);
+    }
+    insert_reply(tx, codemark_id, reply)?;
+    Ok(true)
+}
+
+pub(super) fn edit(tx: &Transaction<'_>, id: &str, edit: &Edit, now: i64) -> rusqlite::Result<bool> {
+    if tx.execute("UPDATE codemarks SET updated = ?2 WHERE id = ?1", params![id, now])? == 0 {
+        return Ok(false);
+    }
+    if let Some(body) = &edit.body {
+        tx.execute("UPDATE codemarks SET body = ?2 WHERE id = ?1", params![id, body])?;
+    }
+    if let Some(title) = &edit.title {
+        tx.execute("UPDATE codemarks SET title = ?2 WHERE id = ?1", params![id, title])?;
+    }
+    if let Some(status) = edit.status {
+        tx.execute("UPDATE codemarks SET status = ?2 WHERE id = ?1", params![id, status.as_str()])?;
+    }
+    Ok(true)
+}
+
+pub(super) fn update_anchor(tx: &Transaction<'_>, a: &StoredAnchor) -> rusqlite::Result<bool> {
+    let (before, after) = (json_lines(&a.anchor.before), json_lines(&a.anchor.after));
+    let found = tx.execute(
+        "UPDATE anchors SET commit_id = ?2, path = ?3, start_line = ?4, end_line = ?5, text = ?6,
+                before_ctx = ?7, after_ctx = ?8, pending = ?9
+         WHERE id = ?1",
+        params![
+            a.id,
+            a.anchor.commit,
+            a.anchor.path,
+            a.anchor.lines.start,
+            a.anchor.lines.end,
+            a.anchor.text,
+            before,
+            after,
+            a.pending
+        ],
+    )?;
+    if found == 0 {
+        return Ok(false);
+    }
+    tx.execute("DELETE FROM locations WHERE anchor_id = ?1", [&a.id])?;
+    Ok(true)
+}
+
+pub(super) fn json_lines(lines: &[String]) -> String {
     serde_json::to_string(lines).expect("a list of strings always serializes")
 }
 
-fn insert_anchor(tx: &Transaction<'_>, codemark_id: &str, ord: usize, a: &StoredAnchor) -> rusqlite::Result<()> {
+pub(super) fn insert_anchor(
+    tx: &Transaction<'_>,
+    codemark_id: &str,
+    ord: usize,
+    a: &StoredAnchor,
+) -> rusqlite::Result<()> {
     let x = &a.anchor;
     tx.prepare_cached(
         "INSERT INTO anchors (id, codemark_id, ord, commit_id, path, start_line, end_line, text, before_ctx,
@@ -295,7 +310,7 @@ fn insert_anchor(tx: &Transaction<'_>, codemark_id: &str, ord: usize, a: &Stored
     Ok(())
 }
 
-fn insert_reply(tx: &Transaction<'_>, codemark_id: &str, r: &Reply) -> rusqlite::Result<()> {
+pub(super) fn insert_reply(tx: &Transaction<'_>, codemark_id: &str, r: &Reply) -> rusqlite::Result<()> {
     tx.prepare_cached("INSERT INTO replies (id, codemark_id, author, body, created) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![r.id, codemark_id, r.author, r.body, r.created])?;
     Ok(())
@@ -312,6 +327,7 @@ struct MarkRow {
     status: String,
     created: i64,
     updated: i64,
+    server: Option<String>,
 }
 
 /// An anchors row as stored, before its values are checked.
@@ -330,7 +346,7 @@ struct AnchorRow {
 
 fn query_marks(conn: &Connection, which: Which, key: &str) -> rusqlite::Result<Vec<MarkRow>> {
     let sql = format!(
-        "SELECT c.id, c.repo, c.kind, c.title, c.body, c.author, c.status, c.created, c.updated
+        "SELECT c.id, c.repo, c.kind, c.title, c.body, c.author, c.status, c.created, c.updated, c.server
          FROM codemarks c WHERE {} ORDER BY c.id",
         which.condition()
     );
@@ -346,6 +362,7 @@ fn query_marks(conn: &Connection, which: Which, key: &str) -> rusqlite::Result<V
             status: r.get(6)?,
             created: r.get(7)?,
             updated: r.get(8)?,
+            server: r.get(9)?,
         })
     })?;
     rows.collect()

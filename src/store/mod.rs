@@ -8,6 +8,8 @@
 //! - `schema`: the tables, the checks made before a file is touched, versioned migrations.
 //! - `codemarks`: reading and writing codemarks, anchors and replies.
 //! - `locations`: the cache of where an anchor is in one version of a file.
+//! - `sync`: settings, the outbox of changes waiting for the team server, changes arriving from it.
+//! - `egress`: the ledger of every request that left the machine.
 //! - `error`: what can go wrong, worded for the people who see it.
 //!
 //! Several processes (two editors, an editor and the CLI) use the file at once: it runs in WAL
@@ -17,13 +19,17 @@
 //! opened for reading, and writes then fail with [`StoreError::ReadOnly`].
 
 mod codemarks;
+mod egress;
 mod error;
 mod locations;
 mod schema;
+mod sync;
 #[cfg(test)]
 mod tests;
 
+pub use egress::Egress;
 pub use error::StoreError;
+pub use sync::{Incoming, Outgoing, Queued};
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

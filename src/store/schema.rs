@@ -64,6 +64,46 @@ pub(super) const MIGRATIONS: &[&str] = &[
         end_line   INTEGER NOT NULL,
         PRIMARY KEY (anchor_id, blob)
     ) STRICT, WITHOUT ROWID;",
+    // 2: a team server: which codemarks are shared with it, the outbox of changes waiting to
+    // reach it, sync cursors and other settings, and the egress ledger.
+    "ALTER TABLE codemarks ADD COLUMN server TEXT; -- the team server it is shared with; NULL: only here
+
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY NOT NULL,
+        value TEXT NOT NULL
+    ) STRICT;
+
+    -- Changes waiting for the server, oldest first; each row is one request, sent with its key.
+    CREATE TABLE outbox (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        key         TEXT NOT NULL UNIQUE, -- the Idempotency-Key: the server does it once
+        server      TEXT NOT NULL,
+        codemark_id TEXT NOT NULL,
+        op          TEXT NOT NULL,
+        method      TEXT NOT NULL,
+        path        TEXT NOT NULL,
+        body        TEXT,                 -- JSON
+        code_bytes  INTEGER NOT NULL,     -- bytes of code in the body (snippets)
+        created     INTEGER NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        last_error  TEXT,
+        held        TEXT                  -- why it waits for the user; NULL: free to go
+    ) STRICT;
+    CREATE INDEX outbox_codemark ON outbox(codemark_id);
+
+    -- Every request that left the machine, for the user to read (`marginalia egress`).
+    CREATE TABLE egress (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          INTEGER NOT NULL,
+        destination TEXT NOT NULL,     -- scheme://host:port
+        method      TEXT NOT NULL,
+        endpoint    TEXT NOT NULL,     -- the path, without the query's values
+        subject     TEXT,              -- the codemark, review or pull request it was about
+        code_bytes  INTEGER NOT NULL,
+        body_bytes  INTEGER NOT NULL,
+        status      INTEGER,           -- the answer's HTTP status; NULL: no answer
+        note        TEXT
+    ) STRICT;",
 ];
 
 /// The schema version this build writes and reads.

@@ -52,6 +52,7 @@ fn mark(id: &str, repo: &str) -> Codemark {
         replies: vec![reply(&format!("{id}-r1"), 2_000), reply(&format!("{id}-r2"), 3_000)],
         created: 1_000,
         updated: 1_500,
+        shared: None,
     }
 }
 
@@ -582,4 +583,189 @@ fn a_data_directory_that_cannot_be_made_is_named() {
 fn immutable_uris_escape_what_uris_reserve() {
     let uri = immutable_uri(Path::new("/tmp/a b/50%?#x.db"));
     assert_eq!(uri, "file:///tmp/a%20b/50%25%3F%23x.db?immutable=1");
+}
+
+fn outgoing(key: &str, codemark: &str, op: &str) -> Outgoing {
+    Outgoing {
+        key: key.to_string(),
+        server: "https://team.example".to_string(),
+        codemark_id: codemark.to_string(),
+        op: op.to_string(),
+        method: "POST".to_string(),
+        path: format!("/codemarks/{codemark}"),
+        body: Some(r#"{"x":1}"#.to_string()),
+        code_bytes: 12,
+        held: None,
+    }
+}
+
+fn keys(store: &Store) -> Vec<String> {
+    store.outbox("https://team.example").unwrap().into_iter().map(|q| q.out.key).collect()
+}
+
+#[test]
+fn settings_are_set_read_listed_and_removed() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(&store_file(&dir)).unwrap();
+    assert_eq!(store.setting("sync.server").unwrap(), None);
+    store.set_setting("sync.server", Some("https://a")).unwrap();
+    store.set_setting("sync.server", Some("https://b")).unwrap();
+    store.set_setting("sync.cursor", Some("7")).unwrap();
+    store.set_setting("other", Some("x")).unwrap();
+    assert_eq!(store.setting("sync.server").unwrap().as_deref(), Some("https://b"));
+    assert_eq!(
+        store.settings_under("sync.").unwrap(),
+        [("sync.cursor".to_string(), "7".to_string()), ("sync.server".to_string(), "https://b".to_string())]
+    );
+    store.set_setting("sync.server", None).unwrap();
+    assert_eq!(store.setting("sync.server").unwrap(), None);
+}
+
+#[test]
+fn a_change_and_its_outbox_rows_are_saved_together_or_not_at_all() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(&store_file(&dir)).unwrap();
+    store.insert_queued(&mark("m1", "r"), &[outgoing("k1", "m1", "create")]).unwrap();
+    // The same key twice: the outbox refuses it, and the codemark is not saved either.
+    let e = store.insert_queued(&mark("m2", "r"), &[outgoing("k1", "m2", "create")]);
+    assert!(e.is_err());
+    assert_eq!(store.get("m2").unwrap(), None);
+    assert!(store.add_reply_queued("m1", &reply("r9", 9_000), &[outgoing("k2", "m1", "reply")]).unwrap());
+    let edit = Edit { body: Some("new".into()), ..Edit::default() };
+    assert!(store.edit_queued("m1", &edit, 10_000, &[outgoing("k3", "m1", "edit")]).unwrap());
+    assert!(!store.edit_queued("nope", &edit, 10_000, &[outgoing("k4", "nope", "edit")]).unwrap());
+    assert_eq!(keys(&store), ["k1", "k2", "k3"], "oldest first, nothing for a missing codemark");
+    assert!(store.has_outgoing("m1").unwrap());
+    assert!(store.outbox("https://elsewhere").unwrap().is_empty(), "each server has its own");
+}
+
+#[test]
+fn deleting_a_codemark_that_never_reached_the_server_leaves_nothing_to_send() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(&store_file(&dir)).unwrap();
+    store.insert_queued(&mark("unsent", "r"), &[outgoing("k1", "unsent", "create")]).unwrap();
+    store.add_reply_queued("unsent", &reply("r9", 9_000), &[outgoing("k2", "unsent", "reply")]).unwrap();
+    assert!(store.delete_queued("unsent", &[outgoing("k3", "unsent", "delete")]).unwrap());
+    assert!(keys(&store).is_empty());
+
+    store.insert_queued(&mark("sent", "r"), &[outgoing("k4", "sent", "create")]).unwrap();
+    let seq = store.outbox("https://team.example").unwrap()[0].seq;
+    store.outbox_sent(seq).unwrap();
+    assert!(store.delete_queued("sent", &[outgoing("k5", "sent", "delete")]).unwrap());
+    assert_eq!(keys(&store), ["k5"]);
+    assert!(!store.delete_queued("sent", &[outgoing("k6", "sent", "delete")]).unwrap());
+}
+
+#[test]
+fn failures_are_counted_held_ones_wait_and_released_ones_may_change_their_body() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(&store_file(&dir)).unwrap();
+    let mut held = outgoing("k1", "m1", "create");
+    held.held = Some("line 2 has an AWS access key id".into());
+    store.insert_queued(&mark("m1", "r"), &[held, outgoing("k2", "m1", "edit")]).unwrap();
+    let q = store.outbox("https://team.example").unwrap();
+    store.outbox_failed(q[1].seq, "server unreachable", false).unwrap();
+    store.outbox_failed(q[1].seq, "422: body is too long", true).unwrap();
+    let q = store.outbox("https://team.example").unwrap();
+    assert_eq!((q[1].attempts, q[1].last_error.as_deref()), (2, Some("422: body is too long")));
+    assert_eq!(q[1].out.held.as_deref(), Some("422: body is too long"));
+
+    assert!(store.outbox_release(q[0].seq, Some((r#"{"redacted":1}"#, 3))).unwrap());
+    let q = store.outbox("https://team.example").unwrap();
+    assert_eq!(
+        (q[0].out.held.as_deref(), q[0].out.body.as_deref(), q[0].out.code_bytes),
+        (None, Some(r#"{"redacted":1}"#), 3)
+    );
+    assert!(store.outbox_drop(q[1].seq).unwrap());
+    assert!(!store.outbox_drop(q[1].seq).unwrap());
+    assert_eq!(keys(&store), ["k1"]);
+}
+
+#[test]
+fn changes_from_the_server_are_taken_with_their_cursor_but_never_over_our_waiting_ones() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(&store_file(&dir)).unwrap();
+    store.insert(&mark("theirs", "r1")).unwrap();
+    store.cache_location("theirs-a0", "blob", &location(3)).unwrap();
+    store.cache_location("theirs-a1", "blob", &location(4)).unwrap();
+    store.insert_queued(&mark("ours", "r2"), &[outgoing("k1", "ours", "edit")]).unwrap();
+    store.insert(&mark("gone", "r3")).unwrap();
+
+    let mut changed = mark("theirs", "r1");
+    changed.body = "edited by a teammate".into();
+    changed.anchors[0].anchor.lines = LineRange::new(11, 15); // this one moved
+    changed.anchors.push(anchor("theirs-a2", "src/new.rs", 1, 2, Some("x"), false));
+    changed.replies.truncate(1);
+    let mut stale = mark("ours", "r2");
+    stale.body = "the server's older version".into();
+    let new = mark("new", "r4");
+    let touched = store
+        .apply_incoming(
+            "https://team.example",
+            &[
+                Incoming::Upsert(changed.clone()),
+                Incoming::Upsert(stale),
+                Incoming::Delete("gone".into()),
+                Incoming::Upsert(new.clone()),
+                Incoming::Delete("never-here".into()),
+            ],
+            ("sync.cursor", "42"),
+        )
+        .unwrap();
+    assert_eq!(touched, ["r1", "r3", "r4"]);
+    assert_eq!(store.setting("sync.cursor").unwrap().as_deref(), Some("42"));
+    let got = store.get("theirs").unwrap().unwrap();
+    assert_eq!((got.body.as_str(), got.shared.as_deref()), ("edited by a teammate", Some("https://team.example")));
+    assert_eq!(got.anchors, changed.anchors);
+    assert_eq!(got.replies, changed.replies);
+    assert_eq!(store.cached_location("theirs-a1", "blob").unwrap(), None, "the moved anchor forgets");
+    assert_eq!(store.cached_location("theirs-a0", "blob").unwrap(), Some(location(3)), "the unchanged one keeps");
+    assert_eq!(store.get("ours").unwrap().unwrap().body, mark("ours", "r2").body, "ours waits for the outbox");
+    assert_eq!(store.get("gone").unwrap(), None);
+    assert_eq!(store.get("new").unwrap().unwrap().anchors, new.anchors);
+}
+
+#[test]
+fn the_egress_ledger_records_before_sending_and_completes_with_the_answer() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(&store_file(&dir)).unwrap();
+    let e = Egress {
+        at: 1_000,
+        destination: "https://team.example:443".into(),
+        method: "POST".into(),
+        endpoint: "/api/v1/codemarks".into(),
+        subject: Some("m1".into()),
+        code_bytes: 120,
+        body_bytes: 400,
+        status: None,
+        note: None,
+    };
+    let id = store.egress_begin(&e).unwrap();
+    store.egress_begin(&Egress { code_bytes: 0, endpoint: "/api/v1/changes".into(), ..e.clone() }).unwrap();
+    store.egress_answered(id, 201).unwrap();
+    let all = store.egress(10, false).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].endpoint, "/api/v1/changes", "newest first");
+    assert_eq!(store.egress(10, true).unwrap(), [Egress { status: Some(201), ..e }]);
+}
+
+#[test]
+fn a_store_of_the_first_version_is_upgraded_with_its_codemarks() {
+    let dir = TempDir::new().unwrap();
+    let path = store_file(&dir);
+    let conn = raw(&path);
+    conn.execute_batch(MIGRATIONS[0]).unwrap();
+    conn.pragma_update(None, "application_id", APPLICATION_ID).unwrap();
+    conn.pragma_update(None, "user_version", 1).unwrap();
+    conn.execute(
+        "INSERT INTO codemarks (id, repo, kind, title, body, author, status, created, updated)
+         VALUES ('old', 'r', 'comment', NULL, 'from version 1', 'A', 'open', 1, 2)",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open(&path).unwrap();
+    let old = store.get("old").unwrap().unwrap();
+    assert_eq!((old.body.as_str(), old.shared), ("from version 1", None));
+    assert!(store.outbox_all().unwrap().is_empty());
 }

@@ -94,6 +94,7 @@ fn fixture(files: usize, lines: usize, per_file: usize) -> (tempfile::TempDir, t
                     replies: Vec::new(),
                     created: now,
                     updated: now,
+                    shared: None,
                 })
                 .unwrap();
         }

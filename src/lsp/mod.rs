@@ -73,7 +73,8 @@ struct Shared {
     /// Repositories whose codemarks are being placed in the working tree; their documents'
     /// requests wait for it.
     refreshing: Mutex<HashSet<usize>>,
-    store_version: Mutex<Option<i64>>,
+    /// The store's data version and codemark change counter when last looked at.
+    store_version: Mutex<Option<(i64, i64)>>,
     /// Woken whenever a document's placement or a repository's refresh finishes.
     settle: tokio::sync::Notify,
 }
@@ -324,9 +325,15 @@ impl Backend {
                 let shared = me.shared.clone();
                 let stale = blocking(move || {
                     let work = lock(&shared.work);
-                    let version = with_store(&shared, |s| s.data_version().map_err(|e| e.to_string())).ok();
+                    let version = with_store(&shared, store_versions).ok();
                     let mut seen = lock(&shared.store_version);
-                    let store_moved = version.is_some() && *seen != version;
+                    // Another connection wrote (data version), and what it wrote was codemarks
+                    // (the counter), not a cache or the ledger.
+                    let store_moved = match (*seen, version) {
+                        (Some((d0, c0)), Some((d1, c1))) => d0 != d1 && c0 != c1,
+                        (None, Some(_)) => true,
+                        _ => false,
+                    };
                     *seen = version;
                     work.repos
                         .iter()
@@ -421,6 +428,12 @@ impl Backend {
             let _ = tokio::time::timeout(Duration::from_millis(20), woken).await;
         }
     }
+}
+
+/// The store's data version (moved by other connections' writes) and codemark change counter.
+fn store_versions(s: &Store) -> std::result::Result<(i64, i64), String> {
+    let data = s.data_version().map_err(|e| e.to_string())?;
+    Ok((data, s.codemarks_version().map_err(|e| e.to_string())?))
 }
 
 /// Hands memory freed by a big pass back to the system. glibc keeps freed memory in per-thread
@@ -532,7 +545,7 @@ impl LanguageServer for Backend {
         let opened = blocking(move || {
             let store = with_store(&shared, |s| {
                 // What the store was when we started; the watcher reacts to later writers.
-                *lock(&shared.store_version) = s.data_version().ok();
+                *lock(&shared.store_version) = store_versions(s).ok();
                 Ok(())
             });
             let folders = lock(&shared.folders).clone();

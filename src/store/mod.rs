@@ -198,6 +198,14 @@ impl Store {
             .map_err(self.sql_err("could not read the store's data version"))
     }
 
+    /// A number that moves whenever codemarks, their anchors or threads change, by any
+    /// connection; caches, the outbox and the ledger do not move it. Cheap: one row.
+    pub fn codemarks_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row("SELECT n FROM changes WHERE what = 'codemarks'", [], |r| r.get(0))
+            .map_err(self.sql_err("could not read the store's change counter"))
+    }
+
     /// Runs `f` in one `BEGIN IMMEDIATE` transaction, committed when it succeeds.
     fn write<T>(
         &self,

@@ -103,7 +103,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
         body_bytes  INTEGER NOT NULL,
         status      INTEGER,           -- the answer's HTTP status; NULL: no answer
         note        TEXT
-    ) STRICT;",
+    ) STRICT;
+
+    -- A counter of changes to codemarks, their anchors and threads (not to caches, the outbox
+    -- or the ledger), so a long-running editor can tell a change worth placing again.
+    CREATE TABLE changes (what TEXT PRIMARY KEY NOT NULL, n INTEGER NOT NULL) STRICT;
+    INSERT INTO changes VALUES ('codemarks', 0);
+    CREATE TRIGGER codemarks_i AFTER INSERT ON codemarks BEGIN UPDATE changes SET n = n + 1; END;
+    CREATE TRIGGER codemarks_u AFTER UPDATE ON codemarks BEGIN UPDATE changes SET n = n + 1; END;
+    CREATE TRIGGER codemarks_d AFTER DELETE ON codemarks BEGIN UPDATE changes SET n = n + 1; END;
+    CREATE TRIGGER anchors_i AFTER INSERT ON anchors BEGIN UPDATE changes SET n = n + 1; END;
+    CREATE TRIGGER anchors_u AFTER UPDATE ON anchors BEGIN UPDATE changes SET n = n + 1; END;
+    CREATE TRIGGER anchors_d AFTER DELETE ON anchors BEGIN UPDATE changes SET n = n + 1; END;
+    CREATE TRIGGER replies_i AFTER INSERT ON replies BEGIN UPDATE changes SET n = n + 1; END;
+    CREATE TRIGGER replies_u AFTER UPDATE ON replies BEGIN UPDATE changes SET n = n + 1; END;
+    CREATE TRIGGER replies_d AFTER DELETE ON replies BEGIN UPDATE changes SET n = n + 1; END;",
 ];
 
 /// The schema version this build writes and reads.

@@ -769,3 +769,44 @@ fn a_store_of_the_first_version_is_upgraded_with_its_codemarks() {
     assert_eq!((old.body.as_str(), old.shared), ("from version 1", None));
     assert!(store.outbox_all().unwrap().is_empty());
 }
+
+#[test]
+fn the_change_counter_moves_for_codemarks_and_not_for_caches_or_the_outbox() {
+    let dir = TempDir::new().unwrap();
+    let store = Store::open(&store_file(&dir)).unwrap();
+    let mut last = store.codemarks_version().unwrap();
+    let mut moved = |store: &Store| {
+        let now = store.codemarks_version().unwrap();
+        let m = now != last;
+        last = now;
+        m
+    };
+    store.insert(&mark("m1", "r")).unwrap();
+    assert!(moved(&store));
+    store.cache_location("m1-a1", "blob", &location(1)).unwrap();
+    store.set_setting("sync.cursor", Some("3")).unwrap();
+    assert!(!moved(&store), "a remembered location or a setting is not a codemark change");
+    store.insert_queued(&mark("m2", "r"), &[]).unwrap();
+    assert!(moved(&store));
+    let id = store.egress_begin(&Egress {
+        at: 1,
+        destination: "d".into(),
+        method: "GET".into(),
+        endpoint: "/".into(),
+        subject: None,
+        code_bytes: 0,
+        body_bytes: 0,
+        status: None,
+        note: None,
+    });
+    store.egress_answered(id.unwrap(), 200).unwrap();
+    assert!(!moved(&store), "caches, settings and the ledger are not codemark changes");
+    store.add_reply("m1", &reply("r5", 5)).unwrap();
+    assert!(moved(&store));
+    let mut a = mark("m1", "r").anchors[0].clone();
+    a.pending = false;
+    store.update_anchor(&a).unwrap();
+    assert!(moved(&store));
+    store.delete("m2").unwrap();
+    assert!(moved(&store));
+}

@@ -18,6 +18,10 @@
 //!   tower-lsp and LSP types; positions are converted at its edge (`lsp::proto`).
 //! - [`api`]: the sync API's wire format (JSON shapes and limits) shared by the sync server and
 //!   its clients. **Invariant:** plain data; no HTTP, SQL or crypto.
+//! - [`secrets`]: secret scanning before anything leaves the machine: what in a snippet or diff
+//!   looks like a credential (provider tokens, cloud keys, private keys, high-entropy
+//!   assignments), redaction, and the message that holds a send back. **Invariant:** pure; no
+//!   IO.
 //! - [`cli`]: the command line. Glue: parses, calls the modules above, prints. The only place
 //!   that writes to stdout.
 
@@ -28,4 +32,5 @@ pub mod codemark;
 pub mod git;
 pub mod locate;
 pub mod lsp;
+pub mod secrets;
 pub mod store;

@@ -22,6 +22,10 @@
 //!   looks like a credential (provider tokens, cloud keys, private keys, high-entropy
 //!   assignments), redaction, and the message that holds a send back. **Invariant:** pure; no
 //!   IO.
+//! - [`keychain`]: provider tokens and the sync token in the OS keychain (Secret Service or the
+//!   kernel keyring on Linux, the login keychain on macOS, the Credential Manager on Windows):
+//!   choosing a store that works, reading, storing, deleting. Blocking. **Invariant:** the only
+//!   module that knows keyring; secrets never appear in its errors, logs or `Debug` output.
 //! - [`cli`]: the command line. Glue: parses, calls the modules above, prints. The only place
 //!   that writes to stdout.
 
@@ -30,6 +34,7 @@ pub mod api;
 pub mod cli;
 pub mod codemark;
 pub mod git;
+pub mod keychain;
 pub mod locate;
 pub mod lsp;
 pub mod secrets;

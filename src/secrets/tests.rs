@@ -276,6 +276,7 @@ client_secret: UGJmGEp7CgQ0PBQFI14zGtSn
 const authToken = `hx2jIclHkCiHp6bR1IqfEouHgx`;
 headers["Authorization"] = "Basic QmFzaWMgdXNlcjpwYXNzd29yZA=="
 --secret=s3cr3t-passw0rd-f0r-db
+  db-password: cGFzc3dvcmQxMjM0NTY3OA==
 "#,
         expect![[r#"
             2:13 high-entropy-assignment …HlsZ (20 bytes)
@@ -285,6 +286,7 @@ headers["Authorization"] = "Basic QmFzaWMgdXNlcjpwYXNzd29yZA=="
             6:20 high-entropy-assignment …uHgx (26 bytes)
             7:35 high-entropy-assignment …ZA== (28 bytes)
             8:10 high-entropy-assignment …r-db (22 bytes)
+            9:16 high-entropy-assignment …OA== (24 bytes)
             ---
 
             password = "[redacted: high-entropy-assignment]"
@@ -294,6 +296,7 @@ headers["Authorization"] = "Basic QmFzaWMgdXNlcjpwYXNzd29yZA=="
             const authToken = `[redacted: high-entropy-assignment]`;
             headers["Authorization"] = "Basic [redacted: high-entropy-assignment]"
             --secret=[redacted: high-entropy-assignment]
+              db-password: [redacted: high-entropy-assignment]
         "#]],
     );
 }
@@ -321,6 +324,14 @@ max_tokens = 4096
 tokenizer = "bert-base-multilingual-uncased-v2"
 let token: Option<AccessTokenResponse> = None;
 if password == "Zq3v9LxT2pWm8Kd4Rb7N" { }
+let api_key = env::var("API_KEY")?;
+password_hash = bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt())
+checksum = "9807af0e638c12e753aa1b4e601791bf2a8f71274023c8bbeec12fc149950857"
+    Token string `json:"access_token,omitempty"`
+<input type="password" name="password" autocomplete="current-password">
+export GITHUB_TOKEN=<your token>
+"token_type": "Bearer", "password": "",
+secretKeyRef: {name: db-credentials, key: password}
 "#,
         expect![[r#"
             no findings

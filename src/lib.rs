@@ -14,6 +14,9 @@
 //!   tree or an editor buffer. Shared by the language server and the CLI; no SQL, no LSP.
 //! - [`store`]: the local store (one SQLite file, WAL, versioned migrations). **Invariant:** the
 //!   only module that knows SQL.
+//! - [`sync`]: the sync client: the outbox of local changes, pushing and pulling, the event
+//!   stream, signing in. **Invariant:** the only client-side module that knows HTTP; it knows the
+//!   server only through [`api`].
 //! - [`lsp`]: the language server over stdio. **Invariant:** the only module that knows
 //!   tower-lsp and LSP types; positions are converted at its edge (`lsp::proto`).
 //! - [`api`]: the sync API's wire format (JSON shapes and limits) shared by the sync server and
@@ -39,3 +42,4 @@ pub mod locate;
 pub mod lsp;
 pub mod secrets;
 pub mod store;
+pub mod sync;

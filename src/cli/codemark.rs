@@ -14,6 +14,7 @@ use crate::codemark::{self, Codemark, Kind, MarkStatus, Reply, StoredAnchor, new
 use crate::git::{Repo, Target};
 use crate::locate::Located;
 use crate::store::{Edit, Store};
+use crate::sync::outbox;
 
 #[derive(Args)]
 pub struct CodemarkArgs {
@@ -130,7 +131,8 @@ pub fn run(args: CodemarkArgs) -> Result<ExitCode> {
             let id = resolve_id(&store, &id)?;
             let body = read_body(body)?;
             let author = codemark::author(Some(&repo));
-            store.add_reply(&id, &Reply { id: new_id(), author, body, created: now_ms() })?;
+            let q = outbox::reply(&store, &id, &Reply { id: new_id(), author, body, created: now_ms() })?;
+            tell(q.as_ref());
             done(&common, &store, &id, "replied to")
         }
         Verb::Resolve { id, common } => set_status(&common, &id, MarkStatus::Resolved),
@@ -143,13 +145,14 @@ pub fn run(args: CodemarkArgs) -> Result<ExitCode> {
             let id = resolve_id(&store, &id)?;
             let body = body.map(read_body).transpose()?;
             let title = title.map(|t| Some(t).filter(|t| !t.trim().is_empty()));
-            store.edit(&id, &Edit { body, title, status: None }, now_ms())?;
+            let q = outbox::edit(&store, &id, &Edit { body, title, status: None }, now_ms())?;
+            tell(q.as_ref());
             done(&common, &store, &id, "edited")
         }
         Verb::Delete { id, common } => {
             let store = Store::open_default()?;
             let id = resolve_id(&store, &id)?;
-            store.delete(&id)?;
+            outbox::delete(&store, &id)?;
             if common.json {
                 println!("{}", json!({ "id": id, "deleted": true }));
             } else {
@@ -242,7 +245,8 @@ fn add(
         updated: now,
         shared: None,
     };
-    store.insert(&c)?;
+    let (c, q) = outbox::create(&store, c)?;
+    tell(Some(&q));
     if common.json {
         let mut v = codemark_json(&c);
         place_json(&mut v, &path, lines, Status::Intact);
@@ -361,8 +365,19 @@ fn show(common: &Common, id: &str) -> Result<ExitCode> {
 fn set_status(common: &Common, id: &str, status: MarkStatus) -> Result<ExitCode> {
     let store = Store::open_default()?;
     let id = resolve_id(&store, id)?;
-    store.edit(&id, &Edit { status: Some(status), ..Edit::default() }, now_ms())?;
+    let q = outbox::edit(&store, &id, &Edit { status: Some(status), ..Edit::default() }, now_ms())?;
+    tell(q.as_ref());
     done(common, &store, &id, if status == MarkStatus::Open { "reopened" } else { "resolved" })
+}
+
+/// Says on stderr what a change queued for the team server, when it holds something back.
+fn tell(q: Option<&outbox::Queued>) {
+    if let Some(why) = q.and_then(|q| q.held.as_deref()) {
+        eprintln!(
+            "{why}.\nIt is saved here and not sent: `marginalia outbox` lists it; `marginalia outbox send SEQ --redact` \
+             sends it with the secret replaced, `--anyway` as it is, and `marginalia outbox drop SEQ` keeps it here only."
+        );
+    }
 }
 
 fn done(common: &Common, store: &Store, id: &str, what: &str) -> Result<ExitCode> {

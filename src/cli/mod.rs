@@ -7,6 +7,7 @@
 
 mod codemark;
 mod locate;
+mod sync;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,24 @@ enum Command {
     /// does, for scripts and CI).
     Codemark(codemark::CodemarkArgs),
 
+    /// Sign in to a team server with an invite; the token goes to the OS keychain.
+    Login(sync::LoginArgs),
+
+    /// Sign out of the team server: forget its token (queued changes stay).
+    Logout,
+
+    /// Send queued changes to the team server and take teammates' changes, once.
+    Sync(sync::SyncArgs),
+
+    /// Changes waiting for the team server; let held ones go, or keep them here.
+    Outbox(sync::OutboxArgs),
+
+    /// Every request that left this machine: when, where, what about, bytes of code.
+    Egress(sync::EgressArgs),
+
+    /// Everything the team server holds about you, as JSON.
+    Export(sync::ExportArgs),
+
     /// Run the language server on stdin/stdout, for an editor to start (VS Code, Neovim,
     /// JetBrains through LSP4IJ). Codemarks live in the local store: MARGINALIA_DATA_DIR
     /// chooses its folder.
@@ -48,6 +67,12 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Locate(args) => locate::run(args),
         Command::Codemark(args) => codemark::run(args),
+        Command::Login(args) => sync::login(args),
+        Command::Logout => sync::logout(),
+        Command::Sync(args) => sync::sync(args),
+        Command::Outbox(args) => sync::outbox(args),
+        Command::Egress(args) => sync::egress(args),
+        Command::Export(args) => sync::export(args),
         Command::Lsp => lsp(),
     };
     match result {

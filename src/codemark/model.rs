@@ -145,6 +145,7 @@ impl Codemark {
             "created": rfc3339(self.created),
             "updated": rfc3339(self.updated),
             "pending": self.anchors.iter().any(|a| a.pending),
+            "shared": self.shared,
             "replies": self.replies.iter().map(|r| serde_json::json!({
                 "id": r.id, "author": r.author, "body": r.body, "created": rfc3339(r.created),
             })).collect::<Vec<_>>(),

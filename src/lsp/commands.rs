@@ -11,6 +11,7 @@ use tower_lsp_server::ls_types::{self as lsp, Uri};
 use crate::anchor::{LineRange, Relocation, Status, Text, Via};
 use crate::codemark::{self, Codemark, Kind, MarkStatus, Reply, new_id, now_ms};
 use crate::store::Edit;
+use crate::sync::outbox;
 
 use super::proto::{BadPosition, byte_col, selected_lines};
 use super::{Backend, blocking, internal, invalid, lock, views, with_store};
@@ -120,7 +121,7 @@ impl Backend {
         let shared = self.shared.clone();
         let (idx, path) = home;
         let (title, body) = (a.title.filter(|t| !t.trim().is_empty()), a.body);
-        let made = blocking(move || -> std::result::Result<Codemark, String> {
+        let made = blocking(move || -> std::result::Result<(Codemark, outbox::Queued), String> {
             let mut work = lock(&shared.work);
             let rs = &mut work.repos[idx];
             if rs.gone || !rs.root.exists() {
@@ -147,14 +148,16 @@ impl Backend {
                 updated: now,
                 shared: None,
             };
-            with_store(&shared, |store| store.insert(&c).map_err(|e| e.to_string()))?;
+            let (c, queued) = with_store(&shared, |store| outbox::create(store, c).map_err(|e| e.to_string()))?;
             let here = Relocation { status: Status::Intact, path: path.clone(), lines, via: Via::Diff };
             work.add_mark(idx, c.clone(), here);
-            Ok(c)
+            Ok((c, queued))
         })
         .await
         .map_err(internal)?
         .map_err(invalid)?;
+        let (made, queued) = made;
+        self.queued(&made.id, queued);
         {
             let mut docs = lock(&self.shared.docs);
             if let Some(doc) = docs.get_mut(&a.uri) {
@@ -175,7 +178,7 @@ impl Backend {
         let id = a.id.clone();
         self.update(&a.id, move |store, author| {
             let r = Reply { id: new_id(), author, body: a.body, created: now_ms() };
-            store.add_reply(&id, &r).map_err(|e| e.to_string())
+            outbox::reply(store, &id, &r).map_err(|e| e.to_string())
         })
         .await
     }
@@ -184,7 +187,8 @@ impl Backend {
         let a: IdArgs = args(if status == MarkStatus::Open { REOPEN } else { RESOLVE }, arg)?;
         let id = a.id.clone();
         self.update(&a.id, move |store, _| {
-            store.edit(&id, &Edit { status: Some(status), ..Edit::default() }, now_ms()).map_err(|e| e.to_string())
+            let status = Edit { status: Some(status), ..Edit::default() };
+            outbox::edit(store, &id, &status, now_ms()).map_err(|e| e.to_string())
         })
         .await
     }
@@ -198,7 +202,7 @@ impl Backend {
         check_text("title", a.title.as_ref().and_then(|t| t.as_deref()).unwrap_or(""))?;
         let id = a.id.clone();
         let edit = Edit { body: a.body, title: a.title.map(|t| t.filter(|t| !t.trim().is_empty())), status: None };
-        self.update(&a.id, move |store, _| store.edit(&id, &edit, now_ms()).map_err(|e| e.to_string())).await
+        self.update(&a.id, move |store, _| outbox::edit(store, &id, &edit, now_ms()).map_err(|e| e.to_string())).await
     }
 
     pub(super) async fn delete(&self, arg: Value) -> Result<Value> {
@@ -207,7 +211,7 @@ impl Backend {
         let id = a.id.clone();
         let found = blocking(move || {
             let mut work = lock(&shared.work);
-            let found = with_store(&shared, |store| store.delete(&id).map_err(|e| e.to_string()))?;
+            let found = with_store(&shared, |store| outbox::delete(store, &id).map_err(|e| e.to_string()))?;
             work.update_mark(&id, None);
             Ok::<_, String>(found)
         })
@@ -217,6 +221,7 @@ impl Backend {
         if !found {
             return Err(invalid(format!("no codemark `{}`", a.id)));
         }
+        self.queued(&a.id, outbox::Queued { requests: 1, held: None });
         let uris = self.docs_with(&a.id);
         for d in lock(&self.shared.docs).values_mut() {
             d.placed.retain(|p| p.codemark != a.id);
@@ -239,7 +244,9 @@ impl Backend {
     async fn update(
         &self,
         id: &str,
-        change: impl FnOnce(&crate::store::Store, String) -> std::result::Result<bool, String> + Send + 'static,
+        change: impl FnOnce(&crate::store::Store, String) -> std::result::Result<Option<outbox::Queued>, String>
+        + Send
+        + 'static,
     ) -> Result<Value> {
         let shared = self.shared.clone();
         let key = id.to_owned();
@@ -248,23 +255,22 @@ impl Backend {
             let fresh = with_store(&shared, |store| {
                 let Some(before) = store.get(&key).map_err(|e| e.to_string())? else { return Ok(None) };
                 let author = codemark::author(work.repo_of(&before).map(|i| &work.repos[i].repo));
-                if !change(store, author)? {
-                    return Ok(None);
-                }
-                store.get(&key).map_err(|e| e.to_string())
+                let Some(queued) = change(store, author)? else { return Ok(None) };
+                Ok(store.get(&key).map_err(|e| e.to_string())?.map(|c| (c, queued)))
             })?;
-            let found = fresh.is_some();
-            if let Some(c) = fresh {
+            let queued = fresh.map(|(c, q)| {
                 work.update_mark(&key, Some(c));
-            }
-            Ok::<_, String>(found)
+                q
+            });
+            Ok::<_, String>(queued)
         })
         .await
         .map_err(internal)?
         .map_err(invalid)?;
-        if !found {
+        let Some(queued) = found else {
             return Err(invalid(format!("no codemark `{id}`")));
-        }
+        };
+        self.queued(id, queued);
         for uri in self.docs_with(id) {
             self.announce(&uri).await;
         }

@@ -14,6 +14,7 @@
 mod commands;
 pub mod docs;
 pub mod proto;
+mod sync;
 mod views;
 pub mod workspace;
 
@@ -77,6 +78,8 @@ struct Shared {
     store_version: Mutex<Option<(i64, i64)>>,
     /// Woken whenever a document's placement or a repository's refresh finishes.
     settle: tokio::sync::Notify,
+    /// The sync client, while signed in to a team server.
+    sync: Mutex<Option<Arc<sync::SyncState>>>,
 }
 
 /// Locks even a mutex a panicking thread left poisoned: the data is still ours to serve.
@@ -571,6 +574,7 @@ impl LanguageServer for Backend {
         tokio::spawn(async move {
             me.refresh(repos, "Placing codemarks").await;
             me.watch();
+            me.start_sync().await;
         });
     }
 

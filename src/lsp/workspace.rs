@@ -144,8 +144,12 @@ impl Workspace {
         let pending: Vec<&StoredAnchor> = marks.iter().flat_map(|c| &c.anchors).filter(|a| a.pending).collect();
         if !pending.is_empty() && !store.read_only() {
             let promoted = codemark::promote_pending(&rs.repo, &pending);
-            for a in &promoted {
-                store.update_anchor(a).map_err(|e| e.to_string())?;
+            // Shared codemarks tell the server too, so teammates place them by the commit.
+            let me = codemark::author(Some(&rs.repo));
+            for c in marks.iter().filter(|c| c.anchors.iter().any(|a| promoted.iter().any(|p| p.id == a.id))) {
+                let mine: Vec<StoredAnchor> =
+                    promoted.iter().filter(|p| c.anchors.iter().any(|a| a.id == p.id)).cloned().collect();
+                crate::sync::outbox::rewrite_anchors(store, c, &mine, &me).map_err(|e| e.to_string())?;
             }
             if !promoted.is_empty() {
                 marks = store.of_repo(&rs.key).map_err(|e| e.to_string())?;
@@ -175,6 +179,37 @@ impl Workspace {
             rs.repo = fresh;
         }
         Ok(())
+    }
+
+    /// Takes codemarks that changed in the store behind our back (a teammate's, through the
+    /// sync client): each is read again and its anchors placed in its repository's working tree;
+    /// those gone from the store are dropped. Returns the repositories whose codemarks changed.
+    pub fn apply_changed(&mut self, ids: &[String], store: &Store) -> Result<Vec<usize>, String> {
+        let mut touched = Vec::new();
+        let gone: HashSet<&str> = ids.iter().map(String::as_str).collect();
+        for (i, rs) in self.repos.iter_mut().enumerate() {
+            let before = rs.places.len() + rs.shown.len();
+            rs.places.retain(|_, p| !gone.contains(p.codemark.as_str()));
+            rs.shown.retain(|id, _| !gone.contains(id.as_str()));
+            if rs.places.len() + rs.shown.len() != before {
+                touched.push(i);
+            }
+        }
+        let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+        for c in store.get_many(&ids).map_err(|e| e.to_string())? {
+            let Some(i) = self.repos.iter().position(|rs| rs.key == c.repo && !rs.gone) else { continue };
+            let rs = &mut self.repos[i];
+            // A fresh handle: the working tree may have changed since the last pass.
+            let repo = Repo::open(&rs.root).map_err(|e| e.to_string())?;
+            let anchors: Vec<&StoredAnchor> = c.anchors.iter().collect();
+            for (anchor, located) in codemark::locate_in_worktree(&repo, &anchors, store, &|| {}) {
+                rs.places.insert(anchor, Place { codemark: c.id.clone(), located });
+            }
+            if !touched.contains(&i) {
+                touched.push(i);
+            }
+        }
+        Ok(touched)
     }
 
     /// Replaces one codemark (after an edit) or drops it (when `fresh` is `None`).

@@ -87,7 +87,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created     INTEGER NOT NULL,
         attempts    INTEGER NOT NULL DEFAULT 0,
         last_error  TEXT,
-        held        TEXT                  -- why it waits for the user; NULL: free to go
+        held        TEXT,                 -- why it waits for the user; NULL: free to go
+        note        TEXT                  -- for the ledger, when it goes (an override)
     ) STRICT;
     CREATE INDEX outbox_codemark ON outbox(codemark_id);
 

@@ -30,6 +30,8 @@ pub struct Outgoing {
     pub code_bytes: usize,
     /// Why it waits for the user (a likely secret, say); `None` when it may go.
     pub held: Option<String>,
+    /// Recorded in the egress ledger when it goes (the user sent it despite a warning).
+    pub note: Option<String>,
 }
 
 /// An outbox row.
@@ -158,7 +160,7 @@ impl Store {
         let err = self.sql_err("could not read the outbox");
         let sql = format!(
             "SELECT seq, key, server, codemark_id, op, method, path, body, code_bytes, held, created, attempts,
-                    last_error
+                    last_error, note
              FROM outbox WHERE {condition} ORDER BY seq"
         );
         let mut stmt = self.conn.prepare_cached(&sql).map_err(&err)?;
@@ -176,6 +178,7 @@ impl Store {
                         body: r.get(7)?,
                         code_bytes: r.get::<_, i64>(8)?.max(0) as usize,
                         held: r.get(9)?,
+                        note: r.get(13)?,
                     },
                     created: r.get(10)?,
                     attempts: r.get(11)?,
@@ -215,17 +218,22 @@ impl Store {
         })
     }
 
-    /// Lets a held row go, with a new body when given (the secret redacted). `false` when
-    /// there is no such row.
-    pub fn outbox_release(&self, seq: i64, body: Option<(&str, usize)>) -> Result<bool, StoreError> {
+    /// Lets a held row go, with a new body and its bytes of code when given (the secret
+    /// redacted), and a note for the ledger. `false` when there is no such row.
+    pub fn outbox_release(
+        &self,
+        seq: i64,
+        body: Option<(&str, usize)>,
+        note: Option<&str>,
+    ) -> Result<bool, StoreError> {
         self.write("could not update the outbox", |tx| {
-            let n = match body {
-                Some((b, code)) => tx.execute(
-                    "UPDATE outbox SET held = NULL, body = ?2, code_bytes = ?3 WHERE seq = ?1",
+            let mut n = tx.execute("UPDATE outbox SET held = NULL, note = ?2 WHERE seq = ?1", params![seq, note])?;
+            if let Some((b, code)) = body {
+                n = tx.execute(
+                    "UPDATE outbox SET body = ?2, code_bytes = ?3 WHERE seq = ?1",
                     params![seq, b, code as i64],
-                )?,
-                None => tx.execute("UPDATE outbox SET held = NULL WHERE seq = ?1", [seq])?,
-            };
+                )?;
+            }
             Ok(n > 0)
         })
     }
@@ -292,8 +300,8 @@ fn enqueue(tx: &Transaction<'_>, queue: &[Outgoing]) -> rusqlite::Result<()> {
     let now = crate::codemark::now_ms();
     for o in queue {
         tx.prepare_cached(
-            "INSERT INTO outbox (key, server, codemark_id, op, method, path, body, code_bytes, held, created)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO outbox (key, server, codemark_id, op, method, path, body, code_bytes, held, created, note)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             o.key,
@@ -305,7 +313,8 @@ fn enqueue(tx: &Transaction<'_>, queue: &[Outgoing]) -> rusqlite::Result<()> {
             o.body,
             o.code_bytes as i64,
             o.held,
-            now
+            now,
+            o.note
         ])?;
     }
     Ok(())

@@ -596,6 +596,7 @@ fn outgoing(key: &str, codemark: &str, op: &str) -> Outgoing {
         body: Some(r#"{"x":1}"#.to_string()),
         code_bytes: 12,
         held: None,
+        note: None,
     }
 }
 
@@ -670,11 +671,11 @@ fn failures_are_counted_held_ones_wait_and_released_ones_may_change_their_body()
     assert_eq!((q[1].attempts, q[1].last_error.as_deref()), (2, Some("422: body is too long")));
     assert_eq!(q[1].out.held.as_deref(), Some("422: body is too long"));
 
-    assert!(store.outbox_release(q[0].seq, Some((r#"{"redacted":1}"#, 3))).unwrap());
+    assert!(store.outbox_release(q[0].seq, Some((r#"{"redacted":1}"#, 3)), Some("redacted")).unwrap());
     let q = store.outbox("https://team.example").unwrap();
     assert_eq!(
-        (q[0].out.held.as_deref(), q[0].out.body.as_deref(), q[0].out.code_bytes),
-        (None, Some(r#"{"redacted":1}"#), 3)
+        (q[0].out.held.as_deref(), q[0].out.body.as_deref(), q[0].out.code_bytes, q[0].out.note.as_deref()),
+        (None, Some(r#"{"redacted":1}"#), 3, Some("redacted"))
     );
     assert!(store.outbox_drop(q[1].seq).unwrap());
     assert!(!store.outbox_drop(q[1].seq).unwrap());

@@ -75,11 +75,8 @@ pub fn codemark_in(c: api::Codemark, server: &str) -> Result<Codemark, String> {
             pending: a.pending,
         });
     }
-    let replies = c
-        .replies
-        .into_iter()
-        .map(|r| Reply { id: r.id, author: r.author, body: r.body, created: r.created })
-        .collect();
+    let replies =
+        c.replies.into_iter().map(|r| Reply { id: r.id, author: r.author, body: r.body, created: r.created }).collect();
     Ok(Codemark {
         id: c.id,
         repo: c.repo,

@@ -94,8 +94,13 @@ mod tests {
 
     #[test]
     fn events_are_whole_whatever_the_chunks_and_line_endings() {
-        let stream = b": keep-alive\n\nid: 7\nevent: change\ndata: {\"a\":\ndata: 1}\n\nid:8\r\ndata:x\r\n\r\ndata: no id\n\n";
-        let want = vec![ev(Some("7"), "change", "{\"a\":\n1}"), ev(Some("8"), "message", "x"), ev(Some("8"), "message", "no id")];
+        let stream =
+            b": keep-alive\n\nid: 7\nevent: change\ndata: {\"a\":\ndata: 1}\n\nid:8\r\ndata:x\r\n\r\ndata: no id\n\n";
+        let want = vec![
+            ev(Some("7"), "change", "{\"a\":\n1}"),
+            ev(Some("8"), "message", "x"),
+            ev(Some("8"), "message", "no id"),
+        ];
         assert_eq!(parse(&[stream]), want);
         let bytes: Vec<&[u8]> = stream.chunks(1).collect();
         assert_eq!(parse(&bytes), want, "one byte at a time");

@@ -13,11 +13,14 @@
 //!   ones anchored to their text until a commit holds them), placing anchors in the working
 //!   tree or an editor buffer. Shared by the language server and the CLI; no SQL, no LSP.
 //! - [`store`]: the local store (one SQLite file, WAL, versioned migrations). **Invariant:** the
-//!   only module that knows SQL.
+//!   only module that knows SQL, but for the sync server's own storage (`server::db::sqlite`).
 //! - [`lsp`]: the language server over stdio. **Invariant:** the only module that knows
 //!   tower-lsp and LSP types; positions are converted at its edge (`lsp::proto`).
 //! - [`api`]: the sync API's wire format (JSON shapes and limits) shared by the sync server and
 //!   its clients. **Invariant:** plain data; no HTTP, SQL or crypto.
+//! - [`server`]: the sync server, `marginalia serve`: HTTPS JSON API, team scoping and roles,
+//!   encryption at rest, the audit log, the event stream. **Invariant:** the only module that
+//!   knows axum and HTTP; its SQL stays in `server::db::sqlite`, its cipher in `server::crypto`.
 //! - [`cli`]: the command line. Glue: parses, calls the modules above, prints. The only place
 //!   that writes to stdout.
 
@@ -28,4 +31,5 @@ pub mod codemark;
 pub mod git;
 pub mod locate;
 pub mod lsp;
+pub mod server;
 pub mod store;

@@ -7,6 +7,7 @@
 
 mod codemark;
 mod locate;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,10 @@ enum Command {
     /// JetBrains through LSP4IJ). Codemarks live in the local store: MARGINALIA_DATA_DIR
     /// chooses its folder.
     Lsp,
+
+    /// Run the sync server (HTTPS JSON API, SQLite in --data DIR), or its operator verbs:
+    /// `serve invite` bootstraps a team, `serve verify-audit` checks the audit log.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -49,6 +54,7 @@ pub fn run() -> ExitCode {
         Command::Locate(args) => locate::run(args),
         Command::Codemark(args) => codemark::run(args),
         Command::Lsp => lsp(),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -129,6 +129,7 @@ fn run_server(args: RunArgs) -> anyhow::Result<ExitCode> {
         rate_per_second: args.rate_limit,
         burst: args.rate_burst,
     };
+    server::prepare_process();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
     runtime(threads)?.block_on(server::serve(config))?;
     Ok(ExitCode::SUCCESS)

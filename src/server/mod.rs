@@ -168,6 +168,11 @@ pub enum StartError {
     Listen { addr: SocketAddr, cause: std::io::Error },
 }
 
+/// Process-wide settings for a server process; call before starting threads that use storage.
+pub fn prepare_process() {
+    db::sqlite::tune_process();
+}
+
 /// Finds the master key: `--master-key-file`, else the environment, else (on loopback only) a
 /// dev key file in the data directory, created when missing.
 pub fn master_key(

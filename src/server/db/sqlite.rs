@@ -27,8 +27,11 @@ pub const DATA_FILE: &str = "server.db";
 pub const KEYS_FILE: &str = "keys.db";
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Reader connections kept open between requests.
-const IDLE_READERS: usize = 8;
+/// Reads running at once, each on its own connection (kept open, with its cached statements).
+/// More would only queue blocking threads for the same cores; requests beyond wait their turn.
+const READERS: usize = 4;
+/// Prepared statements kept per connection (the writer uses about 30 distinct ones).
+const STATEMENT_CACHE: usize = 64;
 
 /// `PRAGMA application_id` of `server.db` ("MRGS") and `keys.db` ("MRGK"); the local store is "MRGN".
 const DATA_APP_ID: i64 = 0x4D52_4753;
@@ -177,6 +180,17 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     keys: Mutex<Connection>,
+    /// Turns to read ([`READERS`]) and to write (one): taken before a blocking thread is used,
+    /// so waiting requests wait as futures, not as threads.
+    read_turns: Arc<tokio::sync::Semaphore>,
+    write_turn: Arc<tokio::sync::Semaphore>,
+}
+
+/// Which turn a storage task waits for.
+#[derive(Clone, Copy)]
+enum Turn {
+    Read,
+    Write,
 }
 
 impl SqliteStorage {
@@ -199,6 +213,8 @@ impl SqliteStorage {
                 writer: Mutex::new(writer),
                 readers: Mutex::default(),
                 keys: Mutex::new(keys),
+                read_turns: Arc::new(tokio::sync::Semaphore::new(READERS)),
+                write_turn: Arc::new(tokio::sync::Semaphore::new(1)),
             }),
         })
     }
@@ -208,28 +224,38 @@ impl SqliteStorage {
         &self.inner.data_path
     }
 
-    /// Runs `f` on the blocking pool.
+    /// Runs `f` on the blocking pool once it is `turn`'s turn.
     fn run<T: Send + 'static>(
         &self,
+        turn: Turn,
         f: impl FnOnce(&Inner) -> Result<T, DbError> + Send + 'static,
     ) -> DbFuture<'static, T> {
         let inner = self.inner.clone();
         Box::pin(async move {
             let path = inner.data_path.clone();
-            tokio::task::spawn_blocking(move || f(&inner)).await.map_err(|e| DbError::Backend {
-                path,
-                context: "a storage task failed".into(),
-                cause: e.to_string(),
-            })?
+            let failed =
+                |cause: String| DbError::Backend { path: path.clone(), context: "a storage task failed".into(), cause };
+            let turns = match turn {
+                Turn::Read => inner.read_turns.clone(),
+                Turn::Write => inner.write_turn.clone(),
+            };
+            let permit = turns.acquire_owned().await.map_err(|e| failed(e.to_string()))?;
+            tokio::task::spawn_blocking(move || {
+                let out = f(&inner);
+                drop(permit);
+                out
+            })
+            .await
+            .map_err(|e| failed(e.to_string()))?
         })
     }
 
     fn read<T: Send + 'static>(
         &self,
         context: &'static str,
-        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> DbFuture<'static, T> {
-        self.run(move |inner| inner.read(context, f))
+        self.run(Turn::Read, move |inner| inner.read(context, f))
     }
 }
 
@@ -239,32 +265,42 @@ impl Inner {
         move |e| DbError::Backend { path: self.data_path.clone(), context: context.clone(), cause: e.to_string() }
     }
 
-    fn read<T>(&self, context: &str, f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>) -> Result<T, DbError> {
+    /// Runs `f` in one read transaction on a pooled reader connection, so reads of several
+    /// tables see one state. BEGIN and COMMIT come from the statement cache too.
+    fn read<T>(&self, context: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, DbError> {
         let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let conn = match pooled {
             Some(c) => c,
             None => open_reader(&self.data_path)?,
         };
         let out = (|| {
-            let tx = conn.unchecked_transaction()?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
+            exec(&conn, "BEGIN", [])?;
+            match f(&conn) {
+                Ok(out) => exec(&conn, "COMMIT", []).map(|_| out),
+                Err(e) => {
+                    let _ = exec(&conn, "ROLLBACK", []);
+                    Err(e)
+                }
+            }
         })()
         .map_err(self.sql(context));
         let mut readers = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if readers.len() < IDLE_READERS {
+        if readers.len() < READERS && conn.is_autocommit() {
             readers.push(conn);
         }
         out
     }
 
-    fn write<T>(&self, context: &str, f: impl FnOnce(&Transaction<'_>) -> Result<T, DbError>) -> Result<T, DbError> {
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction on the writer connection, committed when
+    /// it succeeds and rolled back when it does not.
+    fn write<T>(&self, context: &str, f: impl FnOnce(&Connection) -> Result<T, DbError>) -> Result<T, DbError> {
         let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(self.sql(context))?;
-        let out = f(&tx)?;
-        tx.commit().map_err(self.sql(context))?;
-        Ok(out)
+        exec(&conn, "BEGIN IMMEDIATE", []).map_err(self.sql(context))?;
+        let out = f(&conn).and_then(|out| exec(&conn, "COMMIT", []).map(|_| out).map_err(self.sql(context)));
+        if out.is_err() && !conn.is_autocommit() {
+            let _ = exec(&conn, "ROLLBACK", []);
+        }
+        out
     }
 
     fn keys<T>(&self, context: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, DbError> {
@@ -276,7 +312,7 @@ impl Inner {
         })
     }
 
-    fn apply(&self, tx: &Transaction<'_>, batch: Batch) -> Result<Committed, DbError> {
+    fn apply(&self, tx: &Connection, batch: Batch) -> Result<Committed, DbError> {
         let sql = self.sql("could not save a change");
         if let Some(idem) = &batch.idempotency {
             let taken: bool = tx
@@ -298,7 +334,8 @@ impl Inner {
         }
         let mut committed = Committed::default();
         for e in batch.events {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO events (team_id, codemark_id, deleted) VALUES (?1, ?2, ?3)",
                 params![e.team_id, e.codemark_id, e.deleted],
             )
@@ -309,7 +346,8 @@ impl Inner {
             append_audit(tx, batch.time, &d).map_err(&sql)?;
         }
         if let Some(i) = batch.idempotency {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO idempotency (team_id, member_id, key, route, status, resource_id, created)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![i.team_id, i.member_id, i.key, i.route, i.status, i.resource_id, i.created],
@@ -332,12 +370,29 @@ impl From<rusqlite::Error> for Applied {
     }
 }
 
-fn exists(tx: &Transaction<'_>, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<bool> {
-    tx.query_row(&format!("SELECT EXISTS ({sql})"), p, |r| r.get(0))
+/// `execute` through the connection's statement cache: the server runs the same few statements
+/// all day, and parsing and planning them each time cost more than running them.
+fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
 }
 
-fn admins_left(tx: &Transaction<'_>, team_id: &str, without: &str) -> rusqlite::Result<i64> {
-    tx.query_row(
+/// `query_row` through the statement cache.
+fn row<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
+}
+
+fn exists(tx: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<bool> {
+    row(tx, &format!("SELECT EXISTS ({sql})"), p, |r| r.get(0))
+}
+
+fn admins_left(tx: &Connection, team_id: &str, without: &str) -> rusqlite::Result<i64> {
+    row(
+        tx,
         "SELECT count(*) FROM members WHERE team_id = ?1 AND role = 'admin' AND id <> ?2",
         params![team_id, without],
         |r| r.get(0),
@@ -348,22 +403,25 @@ fn must_change(changed: usize) -> Result<(), Applied> {
     if changed == 0 { Err(Applied::Db(DbError::NotFound)) } else { Ok(()) }
 }
 
-fn apply_write(tx: &Transaction<'_>, w: Write) -> Result<(), Applied> {
+fn apply_write(tx: &Connection, w: Write) -> Result<(), Applied> {
     match w {
         Write::InsertTeam(t) => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO teams (id, name_sealed, name_mac, created) VALUES (?1, ?2, ?3, ?4)",
                 params![t.id, t.name_sealed, t.name_mac, t.created],
             )?;
         }
         Write::InsertInvite(i) => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO invites (hash, team_id, role, created, expires, used) VALUES (?1, ?2, ?3, ?4, ?5, NULL)",
                 params![i.hash, i.team_id, i.role.as_str(), i.created, i.expires],
             )?;
         }
         Write::RedeemInvite { hash, now } => {
-            let changed = tx.execute(
+            let changed = exec(
+                tx,
                 "UPDATE invites SET used = ?2 WHERE hash = ?1 AND used IS NULL AND expires > ?2",
                 params![hash, now],
             )?;
@@ -372,7 +430,8 @@ fn apply_write(tx: &Transaction<'_>, w: Write) -> Result<(), Applied> {
             }
         }
         Write::InsertMember(m) => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO members (team_id, id, name_sealed, email_sealed, role, joined)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![m.team_id, m.id, m.name_sealed, m.email_sealed, m.role.as_str(), m.joined],
@@ -385,7 +444,8 @@ fn apply_write(tx: &Transaction<'_>, w: Write) -> Result<(), Applied> {
                 }
                 return Err(Applied::Db(DbError::LastAdmin));
             }
-            must_change(tx.execute(
+            must_change(exec(
+                tx,
                 "UPDATE members SET role = ?3 WHERE team_id = ?1 AND id = ?2",
                 params![team_id, member_id, role.as_str()],
             )?)?;
@@ -397,28 +457,32 @@ fn apply_write(tx: &Transaction<'_>, w: Write) -> Result<(), Applied> {
             if admins_left(tx, &team_id, &member_id)? == 0 {
                 return Err(Applied::Db(DbError::LastAdmin));
             }
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE tokens SET revoked = ?3 WHERE team_id = ?1 AND member_id = ?2 AND revoked IS NULL",
                 params![team_id, member_id, now],
             )?;
-            tx.execute("DELETE FROM idempotency WHERE team_id = ?1 AND member_id = ?2", params![team_id, member_id])?;
-            tx.execute("DELETE FROM members WHERE team_id = ?1 AND id = ?2", params![team_id, member_id])?;
+            exec(tx, "DELETE FROM idempotency WHERE team_id = ?1 AND member_id = ?2", params![team_id, member_id])?;
+            exec(tx, "DELETE FROM members WHERE team_id = ?1 AND id = ?2", params![team_id, member_id])?;
         }
         Write::InsertToken(t) => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO tokens (id, team_id, member_id, hash, label_sealed, created, last_used, revoked)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, NULL, NULL)",
                 params![t.id, t.team_id, t.member_id, t.hash, t.label_sealed, t.created],
             )?;
         }
         Write::RevokeToken { team_id, token_id, now } => {
-            must_change(tx.execute(
+            must_change(exec(
+                tx,
                 "UPDATE tokens SET revoked = coalesce(revoked, ?3) WHERE team_id = ?1 AND id = ?2",
                 params![team_id, token_id, now],
             )?)?;
         }
         Write::InsertRepo(r) => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO repos (team_id, id, key_sealed, roots_sealed, created) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (team_id, id) DO NOTHING",
                 params![r.team_id, r.id, r.key_sealed, r.roots_sealed, r.created],
@@ -428,7 +492,8 @@ fn apply_write(tx: &Transaction<'_>, w: Write) -> Result<(), Applied> {
             if exists(tx, "SELECT 1 FROM codemarks WHERE team_id = ?1 AND id = ?2", params![c.team_id, c.id])? {
                 return Err(Applied::Db(DbError::Exists));
             }
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO codemarks (team_id, id, repo_id, kind, status, author_id, title_sealed, body_sealed,
                                         anchors_sealed, created, updated)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
@@ -448,7 +513,8 @@ fn apply_write(tx: &Transaction<'_>, w: Write) -> Result<(), Applied> {
             )?;
         }
         Write::UpdateCodemark { team_id, id, title_sealed, body_sealed, status, anchors_sealed, updated } => {
-            must_change(tx.execute(
+            must_change(exec(
+                tx,
                 "UPDATE codemarks SET
                     title_sealed = CASE WHEN ?3 THEN ?4 ELSE title_sealed END,
                     body_sealed = coalesce(?5, body_sealed),
@@ -469,8 +535,8 @@ fn apply_write(tx: &Transaction<'_>, w: Write) -> Result<(), Applied> {
             )?)?;
         }
         Write::DeleteCodemark { team_id, id } => {
-            tx.execute("DELETE FROM replies WHERE team_id = ?1 AND codemark_id = ?2", params![team_id, id])?;
-            must_change(tx.execute("DELETE FROM codemarks WHERE team_id = ?1 AND id = ?2", params![team_id, id])?)?;
+            exec(tx, "DELETE FROM replies WHERE team_id = ?1 AND codemark_id = ?2", params![team_id, id])?;
+            must_change(exec(tx, "DELETE FROM codemarks WHERE team_id = ?1 AND id = ?2", params![team_id, id])?)?;
         }
         Write::InsertReply(r) => {
             if !exists(tx, "SELECT 1 FROM codemarks WHERE team_id = ?1 AND id = ?2", params![r.team_id, r.codemark_id])?
@@ -480,29 +546,31 @@ fn apply_write(tx: &Transaction<'_>, w: Write) -> Result<(), Applied> {
             if exists(tx, "SELECT 1 FROM replies WHERE team_id = ?1 AND id = ?2", params![r.team_id, r.id])? {
                 return Err(Applied::Db(DbError::Exists));
             }
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO replies (team_id, id, codemark_id, author_id, body_sealed, created)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![r.team_id, r.id, r.codemark_id, r.author_id, r.body_sealed, r.created],
             )?;
         }
         Write::DeleteReply { team_id, codemark_id, id } => {
-            must_change(tx.execute(
+            must_change(exec(
+                tx,
                 "DELETE FROM replies WHERE team_id = ?1 AND codemark_id = ?2 AND id = ?3",
                 params![team_id, codemark_id, id],
             )?)?;
         }
         Write::DeleteTeam { team_id } => {
             for table in ["events", "idempotency", "replies", "codemarks", "repos", "invites", "tokens", "members"] {
-                tx.execute(&format!("DELETE FROM {table} WHERE team_id = ?1"), params![team_id])?;
+                exec(tx, &format!("DELETE FROM {table} WHERE team_id = ?1"), params![team_id])?;
             }
-            must_change(tx.execute("DELETE FROM teams WHERE id = ?1", params![team_id])?)?;
+            must_change(exec(tx, "DELETE FROM teams WHERE id = ?1", params![team_id])?)?;
         }
     }
     Ok(())
 }
 
-fn append_audit(tx: &Transaction<'_>, time: i64, d: &audit::Draft) -> rusqlite::Result<()> {
+fn append_audit(tx: &Connection, time: i64, d: &audit::Draft) -> rusqlite::Result<()> {
     let last: Option<(i64, Vec<u8>)> = tx
         .query_row("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
@@ -511,7 +579,8 @@ fn append_audit(tx: &Transaction<'_>, time: i64, d: &audit::Draft) -> rusqlite::
     let action = d.action.as_str();
     let hash =
         audit::chain_hash(&prev_hash, seq, time, &d.team_id, &d.actor_id, action, d.target_id.as_deref(), &d.detail);
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO audit (seq, time, team_id, actor_id, action, target_id, detail, hash)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![seq, time, d.team_id, d.actor_id, action, d.target_id, d.detail, hash.to_vec()],
@@ -609,7 +678,7 @@ fn reply_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(ReplyRow, Option<Vec<u8
     ))
 }
 
-fn read_threads(tx: &Transaction<'_>, team_id: &str, filter: &ThreadFilter) -> rusqlite::Result<Vec<Thread>> {
+fn read_threads(tx: &Connection, team_id: &str, filter: &ThreadFilter) -> rusqlite::Result<Vec<Thread>> {
     let mut threads: Vec<Thread> = Vec::new();
     match &filter.ids {
         Some(ids) => {
@@ -658,26 +727,26 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<audit::Entry> {
 
 impl Storage for SqliteStorage {
     fn commit(&self, batch: Batch) -> DbFuture<'_, Committed> {
-        self.run(move |inner| inner.write("could not save a change", |tx| inner.apply(tx, batch)))
+        self.run(Turn::Write, move |inner| inner.write("could not save a change", |tx| inner.apply(tx, batch)))
     }
 
     fn team(&self, id: &str) -> DbFuture<'_, Option<TeamRow>> {
         let id = id.to_owned();
         self.read("could not read a team", move |tx| {
-            tx.query_row(&format!("SELECT {TEAM_COLUMNS} FROM teams WHERE id = ?1"), [id], team_row).optional()
+            row(tx, &format!("SELECT {TEAM_COLUMNS} FROM teams WHERE id = ?1"), [id], team_row).optional()
         })
     }
 
     fn team_by_name_mac(&self, mac: &[u8]) -> DbFuture<'_, Option<TeamRow>> {
         let mac = mac.to_vec();
         self.read("could not look a team up", move |tx| {
-            tx.query_row(&format!("SELECT {TEAM_COLUMNS} FROM teams WHERE name_mac = ?1"), [mac], team_row).optional()
+            row(tx, &format!("SELECT {TEAM_COLUMNS} FROM teams WHERE name_mac = ?1"), [mac], team_row).optional()
         })
     }
 
     fn team_key(&self, team_id: &str) -> DbFuture<'_, Option<Vec<u8>>> {
         let team_id = team_id.to_owned();
-        self.run(move |inner| {
+        self.run(Turn::Write, move |inner| {
             inner.keys("could not read a team key", |c| {
                 c.query_row("SELECT wrapped FROM team_keys WHERE team_id = ?1", [team_id], |r| r.get(0)).optional()
             })
@@ -686,7 +755,7 @@ impl Storage for SqliteStorage {
 
     fn put_team_key(&self, team_id: &str, wrapped: Vec<u8>, now: i64) -> DbFuture<'_, ()> {
         let team_id = team_id.to_owned();
-        self.run(move |inner| {
+        self.run(Turn::Write, move |inner| {
             inner.keys("could not save a team key", |c| {
                 c.execute(
                     "INSERT INTO team_keys (team_id, wrapped, created) VALUES (?1, ?2, ?3)",
@@ -699,7 +768,7 @@ impl Storage for SqliteStorage {
 
     fn delete_team_key(&self, team_id: &str) -> DbFuture<'_, ()> {
         let team_id = team_id.to_owned();
-        self.run(move |inner| {
+        self.run(Turn::Write, move |inner| {
             inner.keys("could not destroy a team key", |c| {
                 c.execute("DELETE FROM team_keys WHERE team_id = ?1", [team_id]).map(drop)
             })
@@ -707,7 +776,7 @@ impl Storage for SqliteStorage {
     }
 
     fn sweep_orphan_keys(&self, before: i64) -> DbFuture<'_, usize> {
-        self.run(move |inner| {
+        self.run(Turn::Write, move |inner| {
             let candidates: Vec<String> = inner.keys("could not list team keys", |c| {
                 let mut stmt = c.prepare("SELECT team_id FROM team_keys WHERE created < ?1")?;
                 stmt.query_map([before], |r| r.get(0))?.collect()
@@ -730,20 +799,16 @@ impl Storage for SqliteStorage {
     fn invite(&self, hash: &[u8]) -> DbFuture<'_, Option<InviteRow>> {
         let hash = hash.to_vec();
         self.read("could not read an invite", move |tx| {
-            tx.query_row(
-                "SELECT hash, team_id, role, created, expires, used FROM invites WHERE hash = ?1",
-                [hash],
-                |r| {
-                    Ok(InviteRow {
-                        hash: r.get(0)?,
-                        team_id: r.get(1)?,
-                        role: role(r.get(2)?)?,
-                        created: r.get(3)?,
-                        expires: r.get(4)?,
-                        used: r.get(5)?,
-                    })
-                },
-            )
+            row(tx, "SELECT hash, team_id, role, created, expires, used FROM invites WHERE hash = ?1", [hash], |r| {
+                Ok(InviteRow {
+                    hash: r.get(0)?,
+                    team_id: r.get(1)?,
+                    role: role(r.get(2)?)?,
+                    created: r.get(3)?,
+                    expires: r.get(4)?,
+                    used: r.get(5)?,
+                })
+            })
             .optional()
         })
     }
@@ -765,9 +830,9 @@ impl Storage for SqliteStorage {
 
     fn touch_token(&self, token_id: &str, now: i64) -> DbFuture<'_, ()> {
         let token_id = token_id.to_owned();
-        self.run(move |inner| {
+        self.run(Turn::Write, move |inner| {
             inner.write("could not record a token's use", |tx| {
-                tx.execute("UPDATE tokens SET last_used = ?2 WHERE id = ?1", params![token_id, now])
+                exec(tx, "UPDATE tokens SET last_used = ?2 WHERE id = ?1", params![token_id, now])
                     .map(drop)
                     .map_err(inner.sql("could not record a token's use"))
             })
@@ -788,7 +853,8 @@ impl Storage for SqliteStorage {
     fn token(&self, team_id: &str, token_id: &str) -> DbFuture<'_, Option<TokenRow>> {
         let (team_id, token_id) = (team_id.to_owned(), token_id.to_owned());
         self.read("could not read a token", move |tx| {
-            tx.query_row(
+            row(
+                tx,
                 &format!("SELECT {TOKEN_COLUMNS} FROM tokens t WHERE t.team_id = ?1 AND t.id = ?2"),
                 params![team_id, token_id],
                 token_row,
@@ -912,7 +978,8 @@ impl Storage for SqliteStorage {
 
     fn stats(&self) -> DbFuture<'_, Stats> {
         self.read("could not count rows", move |tx| {
-            tx.query_row(
+            row(
+                tx,
                 "SELECT (SELECT count(*) FROM teams), (SELECT count(*) FROM members),
                         (SELECT count(*) FROM codemarks), (SELECT coalesce(max(seq), 0) FROM events)",
                 [],
@@ -990,6 +1057,7 @@ fn open_file(path: &Path, app_id: i64, migrations: &[&str], journal: &str) -> Re
 
 /// NORMAL sync (durable at checkpoints with WAL), foreign keys, and deleted content overwritten.
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(None, "secure_delete", true)
@@ -1004,5 +1072,19 @@ fn open_reader(path: &Path) -> Result<Connection, DbError> {
     let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .map_err(err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(conn)
+}
+
+/// Turns off SQLite's memory statistics, whose global mutex every allocation takes: with
+/// several connections busy at once it is the most contended lock of the server. Call it once,
+/// before anything in the process uses SQLite (it does nothing after that).
+pub fn tune_process() {
+    // SAFETY: sqlite3_config must not run concurrently with any other SQLite call; the caller
+    // runs this before the process starts threads that use SQLite. Called too late, SQLite
+    // refuses with SQLITE_MISUSE and changes nothing.
+    let rc = unsafe { rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
+    if rc != rusqlite::ffi::SQLITE_OK {
+        tracing::debug!("SQLite memory statistics stay on (sqlite3_config answered {rc})");
+    }
 }

@@ -291,14 +291,12 @@ pub struct NewReply {
 /// is sent as deleted (its content is gone from the server).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// A change lives for one page of the feed; boxing the codemark would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Change {
     /// Created or changed (body, title, status, anchors, a reply added or deleted).
-    Codemark {
-        codemark: Box<Codemark>,
-    },
-    CodemarkDeleted {
-        id: String,
-    },
+    Codemark { codemark: Codemark },
+    CodemarkDeleted { id: String },
 }
 
 /// One event: the change and the cursor just after it.
@@ -340,6 +338,23 @@ pub struct Export {
 pub struct ExportedReply {
     pub codemark_id: String,
     pub reply: Reply,
+}
+
+/// One entry of `GET /api/v1/audit?after=SEQ&limit=N` (admins only): the team's audit log,
+/// oldest first. Entries hold ids and actions, never names or text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Position in the server's hash chain; hand the last one back as `after` for the next page.
+    pub seq: i64,
+    pub time: i64,
+    /// The member who acted, or `operator` (the server's command line).
+    pub actor_id: String,
+    /// `sign-in`, `member.added`, `member.removed`, `member.role_changed`, `token.created`,
+    /// `token.revoked`, `invite.created`, `codemark.deleted`, `reply.deleted`, `export`,
+    /// `team.created`, `team.deleted`.
+    pub action: String,
+    pub target_id: Option<String>,
+    pub detail: String,
 }
 
 /// Every error answer's body.

@@ -13,7 +13,7 @@
 //!   ones anchored to their text until a commit holds them), placing anchors in the working
 //!   tree or an editor buffer. Shared by the language server and the CLI; no SQL, no LSP.
 //! - [`store`]: the local store (one SQLite file, WAL, versioned migrations). **Invariant:** the
-//!   only module that knows SQL.
+//!   only module that knows SQL, but for the sync server's own storage (`server::db::sqlite`).
 //! - [`sync`]: the sync client: the outbox of local changes, pushing and pulling, the event
 //!   stream, signing in. **Invariant:** the only client-side module that knows HTTP; it knows the
 //!   server only through [`api`].
@@ -29,6 +29,9 @@
 //!   kernel keyring on Linux, the login keychain on macOS, the Credential Manager on Windows):
 //!   choosing a store that works, reading, storing, deleting. Blocking. **Invariant:** the only
 //!   module that knows keyring; secrets never appear in its errors, logs or `Debug` output.
+//! - [`server`]: the sync server, `marginalia serve`: HTTPS JSON API, team scoping and roles,
+//!   encryption at rest, the audit log, the event stream. **Invariant:** the only module that
+//!   knows axum and HTTP; its SQL stays in `server::db::sqlite`, its cipher in `server::crypto`.
 //! - [`cli`]: the command line. Glue: parses, calls the modules above, prints. The only place
 //!   that writes to stdout.
 
@@ -41,5 +44,6 @@ pub mod keychain;
 pub mod locate;
 pub mod lsp;
 pub mod secrets;
+pub mod server;
 pub mod store;
 pub mod sync;

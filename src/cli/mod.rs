@@ -7,6 +7,7 @@
 
 mod codemark;
 mod locate;
+mod serve;
 mod sync;
 
 use std::process::ExitCode;
@@ -58,6 +59,10 @@ enum Command {
     /// JetBrains through LSP4IJ). Codemarks live in the local store: MARGINALIA_DATA_DIR
     /// chooses its folder.
     Lsp,
+
+    /// Run the sync server (HTTPS JSON API, SQLite in --data DIR), or its operator verbs:
+    /// `serve invite` bootstraps a team, `serve verify-audit` checks the audit log.
+    Serve(serve::ServeArgs),
 }
 
 /// Runs the command line and returns the process exit code.
@@ -74,6 +79,7 @@ pub fn run() -> ExitCode {
         Command::Egress(args) => sync::egress(args),
         Command::Export(args) => sync::export(args),
         Command::Lsp => lsp(),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,

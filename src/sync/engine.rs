@@ -162,7 +162,7 @@ async fn take(
     let mut changes = Vec::with_capacity(events.len());
     for e in events {
         match e.change {
-            api::Change::Codemark { codemark } => match codemark_in(*codemark, server) {
+            api::Change::Codemark { codemark } => match codemark_in(codemark, server) {
                 Ok(c) => {
                     out.codemarks.push(c.id.clone());
                     changes.push(Incoming::Upsert(c));

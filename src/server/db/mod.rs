@@ -1,0 +1,326 @@
+//! The server's storage, behind [`Storage`]: rows of sealed bytes and plain metadata. It knows
+//! nothing of HTTP, roles or keys' contents; the service layer decides, seals and checks, and
+//! hands each mutation over as one [`Batch`] that is applied atomically with its audit entries,
+//! its events and its idempotency record.
+//!
+//! - `sqlite`: the default implementation, `server.db` (data) and `keys.db` (wrapped team keys)
+//!   in the data directory. **Architecture invariant:** the server's only SQL.
+//!
+//! A PostgreSQL implementation (several stateless server processes on one database) implements
+//! the same trait; handlers and the service do not change. Wrapped team keys are kept apart from
+//! the data (`keys.db` here) so that backups of the data never hold a key.
+
+pub mod sqlite;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::api::Role;
+
+use super::audit;
+
+/// What every storage method returns.
+pub type DbFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, DbError>> + Send + 'a>>;
+
+/// Why storage could not do what was asked. The first few are answers about the data (the
+/// service turns them into 404, 409...); the rest are failures of the storage itself.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// A write's target row is absent (deleted meanwhile, or never there).
+    #[error("the row to change is not there")]
+    NotFound,
+    /// A row with this id exists already.
+    #[error("a row with this id exists already")]
+    Exists,
+    /// The write would leave the team without an admin.
+    #[error("the team would have no admin left")]
+    LastAdmin,
+    /// The invite was used or expired between reading and redeeming it.
+    #[error("the invite was used or has expired")]
+    InviteGone,
+    /// Another request with the same idempotency key committed first.
+    #[error("the idempotency key was used by a request that committed first")]
+    IdempotencyReplay,
+    #[error(
+        "{} was written by a newer marginalia (schema version {found}; this one knows up to {known}) and was left \
+         untouched; upgrade marginalia",
+        path.display()
+    )]
+    NewerSchema { path: std::path::PathBuf, found: i64, known: i64 },
+    #[error("{} is not a marginalia server file ({detail}); it was left untouched", path.display())]
+    NotOurs { path: std::path::PathBuf, detail: String },
+    /// Anything else: the database failed; `context` says what was being done.
+    #[error("{context} ({}): {cause}", path.display())]
+    Backend { path: std::path::PathBuf, context: String, cause: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TeamRow {
+    pub id: String,
+    pub name_sealed: Vec<u8>,
+    pub name_mac: Vec<u8>,
+    pub created: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRow {
+    pub id: String,
+    pub team_id: String,
+    pub name_sealed: Vec<u8>,
+    pub email_sealed: Option<Vec<u8>>,
+    pub role: Role,
+    pub joined: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: String,
+    pub team_id: String,
+    pub member_id: String,
+    /// SHA-256 of the token.
+    pub hash: Vec<u8>,
+    pub label_sealed: Vec<u8>,
+    pub created: i64,
+    pub last_used: Option<i64>,
+    pub revoked: Option<i64>,
+}
+
+/// A token found by its hash, with its member's current role (`None`: the member is gone).
+#[derive(Clone, Debug)]
+pub struct AuthRow {
+    pub token: TokenRow,
+    pub role: Option<Role>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InviteRow {
+    /// SHA-256 of the code.
+    pub hash: Vec<u8>,
+    pub team_id: String,
+    pub role: Role,
+    pub created: i64,
+    pub expires: i64,
+    pub used: Option<i64>,
+}
+
+/// A repository; its id is derived from the lookup MAC of its key, so one key is one row.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoRow {
+    pub id: String,
+    pub team_id: String,
+    pub key_sealed: Vec<u8>,
+    pub roots_sealed: Vec<u8>,
+    pub created: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CodemarkRow {
+    pub team_id: String,
+    pub id: String,
+    pub repo_id: String,
+    pub kind: String,
+    pub status: String,
+    pub author_id: String,
+    pub title_sealed: Option<Vec<u8>>,
+    pub body_sealed: Vec<u8>,
+    /// The anchors list as one sealed JSON blob.
+    pub anchors_sealed: Vec<u8>,
+    pub created: i64,
+    pub updated: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplyRow {
+    pub team_id: String,
+    pub id: String,
+    pub codemark_id: String,
+    pub author_id: String,
+    pub body_sealed: Vec<u8>,
+    pub created: i64,
+}
+
+/// A codemark with what it is shown with: its repository's sealed key, its author's sealed
+/// name (`None` once the member is removed) and its replies, oldest first.
+#[derive(Clone, Debug)]
+pub struct Thread {
+    pub codemark: CodemarkRow,
+    pub repo_key_sealed: Vec<u8>,
+    pub author_name_sealed: Option<Vec<u8>>,
+    pub replies: Vec<(ReplyRow, Option<Vec<u8>>)>,
+}
+
+/// Which threads to read; every condition given must hold.
+#[derive(Clone, Debug, Default)]
+pub struct ThreadFilter {
+    pub repo_id: Option<String>,
+    pub author_id: Option<String>,
+    pub ids: Option<Vec<String>>,
+}
+
+/// One entry of the changes feed: a pointer to a codemark, not its content.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRow {
+    pub seq: i64,
+    pub codemark_id: String,
+    pub deleted: bool,
+}
+
+/// What a mutation carrying an idempotency key answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRow {
+    pub team_id: String,
+    pub member_id: String,
+    pub key: String,
+    /// Method and path of the first request: the key cannot be reused for another one.
+    pub route: String,
+    pub status: u16,
+    pub resource_id: Option<String>,
+    pub created: i64,
+}
+
+/// One write inside a [`Batch`]. Conditions are checked inside the transaction.
+#[derive(Clone, Debug)]
+pub enum Write {
+    InsertTeam(TeamRow),
+    InsertInvite(InviteRow),
+    /// Marks the invite used; [`DbError::InviteGone`] when it was used or expired meanwhile.
+    RedeemInvite {
+        hash: Vec<u8>,
+        now: i64,
+    },
+    InsertMember(MemberRow),
+    /// [`DbError::NotFound`], or [`DbError::LastAdmin`] when it demotes the last admin.
+    SetRole {
+        team_id: String,
+        member_id: String,
+        role: Role,
+    },
+    /// Removes the member and revokes their tokens; [`DbError::LastAdmin`] for the last admin.
+    DeleteMember {
+        team_id: String,
+        member_id: String,
+        now: i64,
+    },
+    InsertToken(TokenRow),
+    /// Revokes a token (the first revocation time is kept); [`DbError::NotFound`] when absent.
+    RevokeToken {
+        team_id: String,
+        token_id: String,
+        now: i64,
+    },
+    /// Does nothing when the repository is known already.
+    InsertRepo(RepoRow),
+    /// [`DbError::Exists`] when the team has a codemark with this id.
+    InsertCodemark(CodemarkRow),
+    /// Changes what is `Some`; [`DbError::NotFound`] when absent.
+    UpdateCodemark {
+        team_id: String,
+        id: String,
+        title_sealed: Option<Option<Vec<u8>>>,
+        body_sealed: Option<Vec<u8>>,
+        status: Option<String>,
+        anchors_sealed: Option<Vec<u8>>,
+        updated: i64,
+    },
+    /// Removes the codemark and its replies; [`DbError::NotFound`] when absent.
+    DeleteCodemark {
+        team_id: String,
+        id: String,
+    },
+    /// [`DbError::Exists`] for a taken id, [`DbError::NotFound`] when the codemark is gone.
+    InsertReply(ReplyRow),
+    DeleteReply {
+        team_id: String,
+        codemark_id: String,
+        id: String,
+    },
+    /// Removes every row of the team from the data (not its audit entries, which hold no
+    /// personal data, and not its key: see [`Storage::delete_team_key`]).
+    DeleteTeam {
+        team_id: String,
+    },
+}
+
+/// A codemark changed (or was deleted): an event for the changes feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventDraft {
+    pub team_id: String,
+    pub codemark_id: String,
+    pub deleted: bool,
+}
+
+/// Writes applied in one transaction, all or nothing, with what they must leave behind.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub writes: Vec<Write>,
+    pub audit: Vec<audit::Draft>,
+    pub events: Vec<EventDraft>,
+    /// Recorded in the same transaction; [`DbError::IdempotencyReplay`] when the key was taken.
+    pub idempotency: Option<IdempotencyRow>,
+    /// The time audit entries are stamped with (ms since the epoch).
+    pub time: i64,
+}
+
+/// What a committed batch produced.
+#[derive(Clone, Debug, Default)]
+pub struct Committed {
+    /// (team, sequence number) of each event written.
+    pub events: Vec<(String, i64)>,
+}
+
+/// Counts for `/metrics`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Stats {
+    pub teams: i64,
+    pub members: i64,
+    pub codemarks: i64,
+    pub events: i64,
+}
+
+/// The server's storage. Every method is one transaction.
+pub trait Storage: Send + Sync + 'static {
+    fn commit(&self, batch: Batch) -> DbFuture<'_, Committed>;
+
+    fn team(&self, id: &str) -> DbFuture<'_, Option<TeamRow>>;
+    fn team_by_name_mac(&self, mac: &[u8]) -> DbFuture<'_, Option<TeamRow>>;
+
+    /// Wrapped team keys live apart from the data (another file, or database).
+    fn team_key(&self, team_id: &str) -> DbFuture<'_, Option<Vec<u8>>>;
+    fn put_team_key(&self, team_id: &str, wrapped: Vec<u8>, now: i64) -> DbFuture<'_, ()>;
+    /// Destroys a team's key: whatever of the team remains anywhere can no longer be opened.
+    fn delete_team_key(&self, team_id: &str) -> DbFuture<'_, ()>;
+    /// Destroys keys older than `before` whose team is not in the data (left by a crash between
+    /// writing a key and its team, or between deleting a team and its key). Returns how many.
+    fn sweep_orphan_keys(&self, before: i64) -> DbFuture<'_, usize>;
+
+    fn invite(&self, hash: &[u8]) -> DbFuture<'_, Option<InviteRow>>;
+    fn auth(&self, token_hash: &[u8]) -> DbFuture<'_, Option<AuthRow>>;
+    /// Records that a token was used (best effort; no audit).
+    fn touch_token(&self, token_id: &str, now: i64) -> DbFuture<'_, ()>;
+    /// The team's tokens, or one member's.
+    fn tokens(&self, team_id: &str, member_id: Option<&str>) -> DbFuture<'_, Vec<TokenRow>>;
+    fn token(&self, team_id: &str, token_id: &str) -> DbFuture<'_, Option<TokenRow>>;
+
+    fn members(&self, team_id: &str) -> DbFuture<'_, Vec<MemberRow>>;
+    fn member(&self, team_id: &str, member_id: &str) -> DbFuture<'_, Option<MemberRow>>;
+
+    fn repos(&self, team_id: &str) -> DbFuture<'_, Vec<RepoRow>>;
+    fn repo(&self, team_id: &str, repo_id: &str) -> DbFuture<'_, Option<RepoRow>>;
+
+    /// Threads, oldest codemark first.
+    fn threads(&self, team_id: &str, filter: ThreadFilter) -> DbFuture<'_, Vec<Thread>>;
+    /// Replies a member wrote, with the author's sealed name.
+    fn replies_by(&self, team_id: &str, author_id: &str) -> DbFuture<'_, Vec<(ReplyRow, Option<Vec<u8>>)>>;
+
+    /// Up to `limit` events after `after`, oldest first.
+    fn events(&self, team_id: &str, after: i64, limit: usize) -> DbFuture<'_, Vec<EventRow>>;
+
+    fn idempotency(&self, team_id: &str, member_id: &str, key: &str) -> DbFuture<'_, Option<IdempotencyRow>>;
+
+    /// Audit entries after `after`, oldest first; one team's, or all of them.
+    fn audit(&self, team_id: Option<&str>, after: i64, limit: usize) -> DbFuture<'_, Vec<audit::Entry>>;
+    /// Walks the whole audit chain.
+    fn verify_audit(&self) -> DbFuture<'_, audit::Verdict>;
+
+    fn stats(&self) -> DbFuture<'_, Stats>;
+}

@@ -1,0 +1,180 @@
+//! The sync server without a socket, for tests: a fresh data directory, the router driven with
+//! tower's `oneshot`, and helpers that make teams and members the way people do (an operator's
+//! invite, then `POST /login`).
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use marginalia::api::Role;
+use marginalia::server::crypto::MasterKey;
+use marginalia::server::db::sqlite::SqliteStorage;
+use marginalia::server::{Shared, app};
+
+/// The master key of every test server.
+pub const MASTER_HEX: &str = "6d617267696e616c6961206d6173746572206b657920666f7220746573747321";
+
+pub fn master() -> MasterKey {
+    MasterKey::parse(MASTER_HEX, "a test").unwrap()
+}
+
+pub struct Kit {
+    pub dir: tempfile::TempDir,
+    pub shared: Arc<Shared>,
+    pub app: Router,
+}
+
+/// A member as a client sees itself.
+#[derive(Clone, Debug)]
+pub struct User {
+    pub token: String,
+    pub member_id: String,
+    pub team_id: String,
+    pub token_id: String,
+}
+
+#[derive(Debug)]
+pub struct Res {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Res {
+    /// The error code of an error answer.
+    pub fn code(&self) -> &str {
+        self.json["error"]["code"].as_str().unwrap_or("")
+    }
+    pub fn field(&self) -> Option<&str> {
+        self.json["error"]["field"].as_str()
+    }
+    pub fn message(&self) -> &str {
+        self.json["error"]["message"].as_str().unwrap_or("")
+    }
+}
+
+impl Kit {
+    pub fn new() -> Kit {
+        Kit::with_rate(0.0, 1.0)
+    }
+
+    pub fn with_rate(per_second: f64, burst: f64) -> Kit {
+        Kit::in_dir(tempfile::tempdir().unwrap(), per_second, burst)
+    }
+
+    /// A server over an existing data directory (a restart).
+    pub fn in_dir(dir: tempfile::TempDir, per_second: f64, burst: f64) -> Kit {
+        let storage = SqliteStorage::open(dir.path()).unwrap();
+        let shared = Arc::new(Shared::new(Arc::new(storage), master(), per_second, burst, true));
+        let app = app(shared.clone());
+        Kit { dir, shared, app }
+    }
+
+    /// The same data directory served anew, as after a restart.
+    pub fn restart(self) -> Kit {
+        let Kit { dir, shared, app } = self;
+        drop(app);
+        drop(shared);
+        Kit::in_dir(dir, 0.0, 1.0)
+    }
+
+    pub async fn invite(&self, team: &str, role: Option<Role>) -> String {
+        let (invite, _, _) = self.shared.service.operator_invite(team, role, None).await.unwrap();
+        invite.code
+    }
+
+    /// A new member of `team` (made on first use), signed in with an operator's invite.
+    pub async fn join(&self, team: &str, name: &str, role: Role) -> User {
+        let code = self.invite(team, Some(role)).await;
+        let res = self
+            .call(Method::POST, "/api/v1/login", None, Some(json!({"invite": code, "name": name, "email": format!("{}@example.com", name.to_lowercase().replace(' ', "."))})))
+            .await;
+        assert_eq!(res.status, 201, "login: {}", res.text);
+        User {
+            token: res.json["token"].as_str().unwrap().to_string(),
+            member_id: res.json["member"]["id"].as_str().unwrap().to_string(),
+            team_id: res.json["team"]["id"].as_str().unwrap().to_string(),
+            token_id: res.json["info"]["id"].as_str().unwrap().to_string(),
+        }
+    }
+
+    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Res {
+        self.call_with(method, path, token, body, &[]).await
+    }
+
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Res {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Body::from(serde_json::to_vec(&v).unwrap())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).unwrap()).await
+    }
+
+    /// The status of an answer whose body is not read (an event stream's).
+    pub async fn status_of(&self, method: Method, path: &str, token: &str) -> u16 {
+        let req = Request::builder().method(method).uri(path).header("authorization", format!("Bearer {token}"));
+        self.app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap().status().as_u16()
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Res {
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Res { status, headers, text, json }
+    }
+}
+
+/// A UUID v7 for ids the client makes.
+pub fn id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// A codemark as a client sends it.
+pub fn new_codemark(id: &str, repo: &str, body: &str, snippet: &str) -> Value {
+    json!({
+        "id": id,
+        "repo": repo,
+        "kind": "question",
+        "title": format!("title of {id}"),
+        "body": body,
+        "anchors": [{
+            "id": self::id(),
+            "commit": "0123456789abcdef0123456789abcdef01234567",
+            "path": "src/cache.rs",
+            "start": 40,
+            "end": 42,
+            "text": snippet,
+            "before": ["fn before() {}"],
+            "after": ["fn after() {}"],
+        }],
+        "created": 1_700_000_000_000i64,
+    })
+}

@@ -295,8 +295,12 @@ pub struct NewReply {
 #[allow(clippy::large_enum_variant)]
 pub enum Change {
     /// Created or changed (body, title, status, anchors, a reply added or deleted).
-    Codemark { codemark: Codemark },
-    CodemarkDeleted { id: String },
+    Codemark {
+        codemark: Codemark,
+    },
+    CodemarkDeleted {
+        id: String,
+    },
 }
 
 /// One event: the change and the cursor just after it.

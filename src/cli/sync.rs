@@ -233,8 +233,11 @@ pub fn sync(a: SyncArgs) -> Result<ExitCode> {
         print_preview(&server, &ready);
         return Ok(ExitCode::SUCCESS);
     }
+    if a.yes && !rt.block_on(engine::approved(&store, &server))? {
+        rt.block_on(engine::approve(&store, &server))?;
+    }
     if !ready.is_empty() && !rt.block_on(engine::approved(&store, &server))? {
-        if !a.yes && !ask_first_send(&server, &ready)? {
+        if !ask_first_send(&server, &ready)? {
             eprintln!(
                 "nothing was sent. `marginalia sync --preview` shows what would leave; `marginalia sync --yes` sends it"
             );

@@ -24,9 +24,15 @@ pub struct Lsp {
 impl Lsp {
     /// Starts the server with its store in `data_dir`, in folder `cwd`.
     pub fn start(cwd: &Path, data_dir: &Path) -> Lsp {
+        Lsp::start_with(cwd, data_dir, &[])
+    }
+
+    /// [`Lsp::start`] with more environment (a team server and its token, say).
+    pub fn start_with(cwd: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Lsp {
         let mut child = Command::new(env!("CARGO_BIN_EXE_marginalia"))
             .arg("lsp")
             .current_dir(cwd)
+            .envs(env.iter().copied())
             .env("MARGINALIA_DATA_DIR", data_dir)
             .env("MARGINALIA_LOG", "warn")
             .stdin(Stdio::piped())
@@ -106,8 +112,15 @@ impl Lsp {
         };
         if let Some(method) = msg.get("method") {
             if let Some(id) = msg.get("id") {
-                let _ = method;
-                self.send(&json!({"jsonrpc": "2.0", "id": id, "result": null}));
+                // A question for the user: the first action is taken, as a user who agrees would,
+                // and the question is kept with the notifications for the test to read.
+                let result = if method == "window/showMessageRequest" {
+                    self.notifications.push(msg.clone());
+                    msg["params"]["actions"].get(0).cloned().unwrap_or(Value::Null)
+                } else {
+                    Value::Null
+                };
+                self.send(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
             } else {
                 self.notifications.push(msg.clone());
             }

@@ -7,6 +7,8 @@
 //! - [`workspace`]: the repositories, their codemarks and where anchors are in the working tree.
 //! - [`views`]: what editors are shown (the JSON of `marginalia/codemarks`, lenses, hovers).
 //! - [`commands`]: `workspace/executeCommand` and the custom requests.
+//! - [`sync`]: signed in to a team server: pushing after each change, following the event
+//!   stream, asking before the first send and about changes held back for a likely secret.
 //!
 //! Locks are taken in one order, `work` then `store` then `docs`, and never across an await;
 //! git and SQLite work runs on the blocking pool, where a panic becomes an error answer.

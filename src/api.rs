@@ -41,6 +41,12 @@ pub mod limits {
     pub const MAX_NAME_BYTES: usize = 1 << 10;
     /// Events in one page of [`super::Changes`].
     pub const MAX_PAGE: usize = 1000;
+    /// The patches of one review revision, all files together.
+    pub const MAX_REVISION_BYTES: usize = 16 << 20;
+    /// The request body of the two routes that carry a revision.
+    pub const MAX_REVISION_REQUEST_BYTES: usize = 20 << 20;
+    /// Files in one revision.
+    pub const MAX_REVISION_FILES: usize = 5_000;
 }
 
 /// A member's role in a team.
@@ -238,6 +244,9 @@ pub struct Codemark {
     pub replies: Vec<Reply>,
     pub created: i64,
     pub updated: i64,
+    /// Set for a comment made in a feedback request (a review comment is a codemark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewRef>,
 }
 
 /// `POST /api/v1/codemarks`: the author is the caller. Creating an id that exists already
@@ -255,6 +264,9 @@ pub struct NewCodemark {
     pub status: String,
     pub anchors: Vec<Anchor>,
     pub created: i64,
+    /// A comment in a feedback request: the review (of this team) and revision must exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<ReviewRef>,
 }
 
 fn open() -> String {
@@ -301,6 +313,13 @@ pub enum Change {
     CodemarkDeleted {
         id: String,
     },
+    /// A feedback request created or changed (a revision, a verdict, its status).
+    Review {
+        review: Review,
+    },
+    ReviewDeleted {
+        id: String,
+    },
 }
 
 /// One event: the change and the cursor just after it.
@@ -323,6 +342,176 @@ pub struct Changes {
     pub cursor: String,
     /// More events wait past this page.
     pub more: bool,
+}
+
+/// Which side of a review file a comment is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// The base version.
+    Old,
+    /// The proposed version.
+    New,
+}
+
+/// Where a review comment sits. Its codemark's anchor is on the lines of that side's content
+/// (pending, with their text, until a commit holds them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewRef {
+    pub review: String,
+    /// The revision it was made on (1-based).
+    pub revision: u32,
+    /// The file's path on that side.
+    pub path: String,
+    pub side: Side,
+}
+
+/// One file of a revision: how to rebuild the proposed version from the base.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePatch {
+    /// The path in the base; absent for an added file.
+    #[serde(default)]
+    pub old_path: Option<String>,
+    /// The proposed path; absent for a deleted file.
+    #[serde(default)]
+    pub new_path: Option<String>,
+    /// Git file modes (`100644`, `100755`, `120000`).
+    #[serde(default)]
+    pub old_mode: Option<String>,
+    #[serde(default)]
+    pub new_mode: Option<String>,
+    /// The base version's blob id, when the file existed.
+    #[serde(default)]
+    pub old_blob: Option<String>,
+    /// The proposed version's blob id: a rebuild that does not hash to it is refused.
+    #[serde(default)]
+    pub new_blob: Option<String>,
+    /// A binary file is listed, never sent.
+    #[serde(default)]
+    pub binary: bool,
+    /// Unified diff hunks (`@@ -a,b +c,d @@` and their lines, no file headers) from the base to
+    /// the proposed text; absent when only the path or mode changed, or for binary files.
+    #[serde(default)]
+    pub patch: Option<String>,
+}
+
+/// A revision as the author sends it: the changeset against a base the reviewers have.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewRevision {
+    pub id: String,
+    /// 40 hex digits: the commit the patches apply to (the reviewers have it).
+    pub base: String,
+    /// Why that base, for people: `merge-base with origin/main`.
+    #[serde(default)]
+    pub base_note: String,
+    /// The author's HEAD when the revision was made (its commits may not be pushed).
+    #[serde(default)]
+    pub head: Option<String>,
+    pub files: Vec<FilePatch>,
+    pub created: i64,
+}
+
+/// `POST /api/v1/reviews`: a feedback request with its first revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewReview {
+    pub id: String,
+    pub repo: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    /// Member ids of this team.
+    #[serde(default)]
+    pub reviewers: Vec<String>,
+    pub revision: NewRevision,
+}
+
+/// `PATCH /api/v1/reviews/{id}` (its author, or an admin).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `closed`, or `open` to reopen.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Replaces the reviewers (member ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewers: Option<Vec<String>>,
+}
+
+/// `POST /api/v1/reviews/{id}/verdict` (a member other than the author): `approved` or
+/// `changes_requested`, on the latest revision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Verdict {
+    pub verdict: String,
+}
+
+/// A file of a revision, listed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSummary {
+    pub old_path: Option<String>,
+    pub new_path: Option<String>,
+    pub binary: bool,
+    pub added: u32,
+    pub removed: u32,
+}
+
+/// A revision without its patches (`GET /api/v1/reviews/{id}/revisions/{number}` has them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionSummary {
+    pub id: String,
+    pub number: u32,
+    pub base: String,
+    pub base_note: String,
+    pub head: Option<String>,
+    pub files: Vec<FileSummary>,
+    pub created: i64,
+}
+
+/// A revision with its patches.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    pub id: String,
+    pub number: u32,
+    pub base: String,
+    pub base_note: String,
+    pub head: Option<String>,
+    pub files: Vec<FilePatch>,
+    pub created: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reviewer {
+    pub member_id: String,
+    pub name: String,
+    /// `pending`, `approved` or `changes_requested`, on the latest revision.
+    pub verdict: String,
+}
+
+/// A feedback request. `status` is `closed` when closed, else `changes_requested` when a
+/// reviewer asked for changes on the latest revision, `approved` when one approved it and none
+/// asked for changes, else `open`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub id: String,
+    pub repo: String,
+    pub title: String,
+    pub description: String,
+    pub author: String,
+    pub author_id: Option<String>,
+    pub status: String,
+    pub reviewers: Vec<Reviewer>,
+    /// Oldest first; the last is the one to read.
+    pub revisions: Vec<RevisionSummary>,
+    pub created: i64,
+    pub updated: i64,
 }
 
 /// `GET /api/v1/export`: everything the server holds about the caller.

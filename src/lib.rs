@@ -43,6 +43,7 @@ pub mod git;
 pub mod keychain;
 pub mod locate;
 pub mod lsp;
+pub mod review;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -188,6 +188,7 @@ fn offline_changes_reach_the_server_exactly_once_through_kills_and_restarts() {
                 created: now,
                 updated: now,
                 shared: None,
+                review: None,
             };
             let (c, _) = marginalia::sync::outbox::create(&store, c).unwrap();
             for j in 0..2 {

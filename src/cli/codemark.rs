@@ -244,6 +244,7 @@ fn add(
         created: now,
         updated: now,
         shared: None,
+        review: None,
     };
     let (c, q) = outbox::create(&store, c)?;
     tell(Some(&q));

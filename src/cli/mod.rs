@@ -7,6 +7,7 @@
 
 mod codemark;
 mod locate;
+mod review;
 mod serve;
 mod sync;
 
@@ -36,6 +37,9 @@ enum Command {
     /// Start, list, read and answer discussions on code (the local store; what the editor
     /// does, for scripts and CI).
     Codemark(codemark::CodemarkArgs),
+
+    /// Ask for feedback on local work without pushing; read, check out and comment on requests.
+    Review(review::ReviewArgs),
 
     /// Sign in to a team server with an invite; the token goes to the OS keychain.
     Login(sync::LoginArgs),
@@ -72,6 +76,7 @@ pub fn run() -> ExitCode {
     let result = match cli.command {
         Command::Locate(args) => locate::run(args),
         Command::Codemark(args) => codemark::run(args),
+        Command::Review(args) => review::run(args),
         Command::Login(args) => sync::login(args),
         Command::Logout => sync::logout(),
         Command::Sync(args) => sync::sync(args),

@@ -120,16 +120,16 @@ pub struct ExportArgs {
     output: Option<std::path::PathBuf>,
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the async runtime")
 }
 
-fn shared_store() -> Result<Arc<Mutex<Store>>> {
+pub(super) fn shared_store() -> Result<Arc<Mutex<Store>>> {
     Ok(Arc::new(Mutex::new(Store::open_default()?)))
 }
 
 /// The session, or an error saying how to sign in.
-fn session_of(store: &Arc<Mutex<Store>>) -> Result<(session::Session, Client)> {
+pub(super) fn session_of(store: &Arc<Mutex<Store>>) -> Result<(session::Session, Client)> {
     let s = session::current(&store.lock().unwrap_or_else(|e| e.into_inner()))?;
     let Some(s) = s else {
         bail!(
@@ -338,7 +338,7 @@ fn print_preview(server: &str, rows: &[&Queued]) {
 
 /// Shows what the first send carries and asks, on a terminal. `false` when not agreed (or no
 /// terminal to ask on).
-fn ask_first_send(server: &str, rows: &[&Queued]) -> Result<bool> {
+pub(super) fn ask_first_send(server: &str, rows: &[&Queued]) -> Result<bool> {
     if !std::io::stdin().is_terminal() {
         eprintln!("the first send to {server} needs your agreement, and there is no terminal to ask on");
         return Ok(false);
@@ -386,6 +386,13 @@ pub fn outbox(a: OutboxArgs) -> Result<ExitCode> {
                 .find(|r| r.seq == seq)
                 .with_context(|| format!("no #{seq} in the outbox"))?;
             let why = row.out.held.clone().unwrap_or_default();
+            if redact && matches!(row.out.op.as_str(), "review" | "revision") {
+                bail!(
+                    "a review's diffs cannot be redacted after the fact (the reviewer checks each file against your \
+                     version): take the secret out of the files and request again, then `marginalia outbox drop {seq}`; \
+                     or send it as it is with --anyway"
+                );
+            }
             if redact {
                 let body = row.out.body.as_deref().unwrap_or("null");
                 let (redacted, code, found) = crate::sync::outbox::redact_body(body);

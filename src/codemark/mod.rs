@@ -7,7 +7,7 @@
 pub mod model;
 pub mod places;
 
-pub use model::{CachedLocation, Codemark, Kind, MarkStatus, Reply, StoredAnchor, new_id, now_ms, rfc3339};
+pub use model::{CachedLocation, Codemark, Kind, MarkStatus, Reply, ReviewLink, StoredAnchor, new_id, now_ms, rfc3339};
 pub use places::{
     AnchorError, LocationCache, NO_COMMIT, anchor_selection, author, locate_in_text, locate_in_worktree,
     promote_pending, repo_key,

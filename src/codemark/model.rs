@@ -128,6 +128,18 @@ pub struct Codemark {
     pub updated: i64,
     /// The team server it is shared with (its URL); `None` while it lives on this machine only.
     pub shared: Option<String>,
+    /// Set for a comment made in a feedback request.
+    pub review: Option<ReviewLink>,
+}
+
+/// Where a review comment sits: the feedback request, its revision, the file and side.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewLink {
+    pub review: String,
+    pub revision: u32,
+    pub path: String,
+    /// `old` (the base) or `new` (the proposed version).
+    pub side: String,
 }
 
 impl Codemark {
@@ -146,6 +158,7 @@ impl Codemark {
             "updated": rfc3339(self.updated),
             "pending": self.anchors.iter().any(|a| a.pending),
             "shared": self.shared,
+            "review": self.review,
             "replies": self.replies.iter().map(|r| serde_json::json!({
                 "id": r.id, "author": r.author, "body": r.body, "created": rfc3339(r.created),
             })).collect::<Vec<_>>(),

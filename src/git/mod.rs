@@ -4,11 +4,14 @@
 //! **Architecture invariant:** this is the only module that knows git2. It reads and never
 //! writes. What many anchors share is read once: blob texts (by object id, bounded by size),
 //! path lookups per commit, the files a commit range added or changed, and renames per
-//! (commit, path, target).
+//! (commit, path, target). `changeset` has what a feedback request needs (a base the reviewers
+//! have, what the working tree changed against it, whole trees and raw blobs).
 
+mod changeset;
 mod identity;
 mod renames;
 
+pub use changeset::{Base, FileChange, TreeFile};
 pub use identity::{Relation, RepoIdentity, normalize_remote_url};
 
 use std::cell::RefCell;

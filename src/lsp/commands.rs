@@ -147,6 +147,7 @@ impl Backend {
                 created: now,
                 updated: now,
                 shared: None,
+                review: None,
             };
             let (c, queued) = with_store(&shared, |store| outbox::create(store, c).map_err(|e| e.to_string()))?;
             let here = Relocation { status: Status::Intact, path: path.clone(), lines, via: Via::Diff };

@@ -712,6 +712,7 @@ impl Service {
             replies,
             created: c.created,
             updated: c.updated,
+            review: None,
         })
     }
 

@@ -160,6 +160,13 @@ impl Store {
         let row = || format!("codemark {}", m.id);
         let kind = m.kind.parse().map_err(|e| self.bad_row(row(), e))?;
         let status = m.status.parse().map_err(|e| self.bad_row(row(), e))?;
+        let review = match &m.review {
+            Some(json) => Some(
+                serde_json::from_str(json)
+                    .map_err(|e| self.bad_row(row(), format!("its review link is not readable: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(Codemark {
             id: m.id,
             repo: m.repo,
@@ -173,6 +180,7 @@ impl Store {
             created: m.created,
             updated: m.updated,
             shared: m.server,
+            review,
         })
     }
 
@@ -201,8 +209,8 @@ pub(super) fn line_range(start: i64, end: i64) -> Result<LineRange, String> {
 
 pub(super) fn insert_codemark(tx: &Transaction<'_>, c: &Codemark) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO codemarks (id, repo, kind, title, body, author, status, created, updated, server)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO codemarks (id, repo, kind, title, body, author, status, created, updated, server, review)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         c.id,
@@ -214,7 +222,8 @@ pub(super) fn insert_codemark(tx: &Transaction<'_>, c: &Codemark) -> rusqlite::R
         c.status.as_str(),
         c.created,
         c.updated,
-        c.shared
+        c.shared,
+        review_json(c)
     ])?;
     for (ord, a) in c.anchors.iter().enumerate() {
         insert_anchor(tx, &c.id, ord, a)?;
@@ -278,6 +287,11 @@ pub(super) fn update_anchor(tx: &Transaction<'_>, a: &StoredAnchor) -> rusqlite:
     Ok(true)
 }
 
+/// A codemark's review link as stored (JSON), if it has one.
+pub(super) fn review_json(c: &Codemark) -> Option<String> {
+    c.review.as_ref().map(|r| serde_json::to_string(r).expect("a review link always serializes"))
+}
+
 pub(super) fn json_lines(lines: &[String]) -> String {
     serde_json::to_string(lines).expect("a list of strings always serializes")
 }
@@ -328,6 +342,7 @@ struct MarkRow {
     created: i64,
     updated: i64,
     server: Option<String>,
+    review: Option<String>,
 }
 
 /// An anchors row as stored, before its values are checked.
@@ -346,7 +361,7 @@ struct AnchorRow {
 
 fn query_marks(conn: &Connection, which: Which, key: &str) -> rusqlite::Result<Vec<MarkRow>> {
     let sql = format!(
-        "SELECT c.id, c.repo, c.kind, c.title, c.body, c.author, c.status, c.created, c.updated, c.server
+        "SELECT c.id, c.repo, c.kind, c.title, c.body, c.author, c.status, c.created, c.updated, c.server, c.review
          FROM codemarks c WHERE {} ORDER BY c.id",
         which.condition()
     );
@@ -363,6 +378,7 @@ fn query_marks(conn: &Connection, which: Which, key: &str) -> rusqlite::Result<V
             created: r.get(7)?,
             updated: r.get(8)?,
             server: r.get(9)?,
+            review: r.get(10)?,
         })
     })?;
     rows.collect()

@@ -67,6 +67,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 2: a team server: which codemarks are shared with it, the outbox of changes waiting to
     // reach it, sync cursors and other settings, and the egress ledger.
     "ALTER TABLE codemarks ADD COLUMN server TEXT; -- the team server it is shared with; NULL: only here
+    ALTER TABLE codemarks ADD COLUMN review TEXT; -- JSON {review, revision, path, side}: a review comment
 
     CREATE TABLE settings (
         key   TEXT PRIMARY KEY NOT NULL,

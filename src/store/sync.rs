@@ -46,6 +46,8 @@ pub struct Queued {
 
 /// A change that arrived from the server.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// Short-lived: one page of changes at a time.
+#[allow(clippy::large_enum_variant)]
 pub enum Incoming {
     /// Created or changed: the codemark as the server has it now.
     Upsert(Codemark),
@@ -144,6 +146,11 @@ impl Store {
             }
             Ok(true)
         })
+    }
+
+    /// Queues requests that go with no local change (a feedback request lives on the server).
+    pub fn enqueue(&self, queue: &[Outgoing]) -> Result<(), StoreError> {
+        self.write("could not write to the outbox", |tx| enqueue(tx, queue))
     }
 
     /// The outbox rows for `server`, oldest first, held ones included.
@@ -324,11 +331,12 @@ fn enqueue(tx: &Transaction<'_>, queue: &[Outgoing]) -> rusqlite::Result<()> {
 /// content changed forgets its remembered locations), its thread.
 fn upsert_remote(tx: &Transaction<'_>, c: &Codemark, server: &str) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO codemarks (id, repo, kind, title, body, author, status, created, updated, server)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        "INSERT INTO codemarks (id, repo, kind, title, body, author, status, created, updated, server, review)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (id) DO UPDATE SET repo = excluded.repo, kind = excluded.kind, title = excluded.title,
              body = excluded.body, author = excluded.author, status = excluded.status,
-             created = excluded.created, updated = excluded.updated, server = excluded.server",
+             created = excluded.created, updated = excluded.updated, server = excluded.server,
+             review = excluded.review",
     )?
     .execute(params![
         c.id,
@@ -340,7 +348,8 @@ fn upsert_remote(tx: &Transaction<'_>, c: &Codemark, server: &str) -> rusqlite::
         c.status.as_str(),
         c.created,
         c.updated,
-        server
+        server,
+        super::codemarks::review_json(c)
     ])?;
     let mut keep = Vec::with_capacity(c.anchors.len());
     for (ord, a) in c.anchors.iter().enumerate() {

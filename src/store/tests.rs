@@ -53,6 +53,7 @@ fn mark(id: &str, repo: &str) -> Codemark {
         created: 1_000,
         updated: 1_500,
         shared: None,
+        review: None,
     }
 }
 

@@ -32,6 +32,17 @@ pub fn new_codemark(c: &Codemark) -> api::NewCodemark {
         status: c.status.as_str().to_owned(),
         anchors: c.anchors.iter().map(anchor_out).collect(),
         created: c.created,
+        review: c.review.as_ref().map(review_out),
+    }
+}
+
+/// A review comment's link as the server has it.
+pub fn review_out(r: &crate::codemark::ReviewLink) -> api::ReviewRef {
+    api::ReviewRef {
+        review: r.review.clone(),
+        revision: r.revision,
+        path: r.path.clone(),
+        side: if r.side == "old" { api::Side::Old } else { api::Side::New },
     }
 }
 
@@ -90,6 +101,15 @@ pub fn codemark_in(c: api::Codemark, server: &str) -> Result<Codemark, String> {
         created: c.created,
         updated: c.updated,
         shared: Some(server.to_owned()),
+        review: c.review.map(|r| crate::codemark::ReviewLink {
+            review: r.review,
+            revision: r.revision,
+            path: r.path,
+            side: match r.side {
+                api::Side::Old => "old".into(),
+                api::Side::New => "new".into(),
+            },
+        }),
     })
 }
 
@@ -122,6 +142,7 @@ mod tests {
             created: 5,
             updated: 5,
             shared: None,
+            review: None,
         }
     }
 
@@ -143,6 +164,7 @@ mod tests {
             replies: vec![],
             created: 5,
             updated: 5,
+            review: out.review,
         };
         let got = codemark_in(back, "https://team.example").unwrap();
         assert_eq!(got, Codemark { shared: Some("https://team.example".into()), ..c });
@@ -163,6 +185,7 @@ mod tests {
             replies: vec![],
             created: 0,
             updated: 0,
+            review: None,
         };
         let e = codemark_in(bad.clone(), "s").unwrap_err();
         assert!(e.contains("codemark c9") && e.contains("`kind`") && e.contains("rant"), "{e}");

@@ -48,6 +48,8 @@ pub struct Pulled {
     pub codemarks: Vec<String>,
     /// Changes that could not be taken (a value this build cannot read), with why.
     pub skipped: Vec<String>,
+    /// Feedback requests that changed or went (read from the server when shown).
+    pub reviews: Vec<String>,
 }
 
 /// Runs store work off the async threads.
@@ -173,6 +175,8 @@ async fn take(
                 out.codemarks.push(id.clone());
                 changes.push(Incoming::Delete(id));
             }
+            api::Change::Review { review } => out.reviews.push(review.id),
+            api::Change::ReviewDeleted { id } => out.reviews.push(id),
         }
     }
     let (server, key, cursor) = (server.to_owned(), key.to_owned(), cursor.to_owned());

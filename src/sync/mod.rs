@@ -7,6 +7,7 @@
 //!   the egress ledger, errors that say what to do.
 //! - [`engine`]: pushing the outbox (exactly once, by idempotency key), pulling by cursor,
 //!   following the event stream.
+//! - [`reviews`]: feedback requests on the server: reads, and changes through the outbox.
 //! - [`session`]: signing in and out; the token lives in the OS keychain or
 //!   `MARGINALIA_TOKEN`, never in the store.
 //! - [`convert`]: codemarks between the local model and the wire ([`crate::api`]).
@@ -19,6 +20,7 @@ pub mod client;
 pub mod convert;
 pub mod engine;
 pub mod outbox;
+pub mod reviews;
 pub mod session;
 pub mod sse;
 

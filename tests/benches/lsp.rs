@@ -95,6 +95,7 @@ fn fixture(files: usize, lines: usize, per_file: usize) -> (tempfile::TempDir, t
                     created: now,
                     updated: now,
                     shared: None,
+                    review: None,
                 })
                 .unwrap();
         }

@@ -844,3 +844,50 @@ async fn the_audit_log_records_security_events_and_shows_tampering() {
         other => panic!("a deletion in the middle is caught: {other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_committed_together_fail_and_succeed_one_by_one() {
+    use marginalia::server::audit::Verdict;
+    use marginalia::server::db::Storage;
+    use tower::ServiceExt;
+    let kit = Kit::new();
+    let ada = kit.join("t", "Ada", Role::Admin).await;
+    let doomed: Vec<String> = (0..8).map(|_| id()).collect();
+    for d in &doomed {
+        kit.call(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(new_codemark(d, REPO, "x", "s"))).await;
+    }
+    // Each new id is sent twice at once (one must be refused), while the doomed are deleted.
+    let ids: Vec<String> = (0..8).map(|_| id()).collect();
+    let mut tasks = Vec::new();
+    for (i, cm) in ids.iter().chain(ids.iter()).enumerate() {
+        let (app, token, body) = (kit.app.clone(), ada.token.clone(), new_codemark(cm, REPO, "b", "s"));
+        tasks.push(tokio::spawn(async move {
+            let req = Request::post("/api/v1/codemarks")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            (i, app.oneshot(req).await.unwrap().status().as_u16())
+        }));
+    }
+    for d in &doomed {
+        let (app, token, path) = (kit.app.clone(), ada.token.clone(), format!("/api/v1/codemarks/{d}"));
+        tasks.push(tokio::spawn(async move {
+            let req =
+                Request::delete(path).header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap();
+            (100, app.oneshot(req).await.unwrap().status().as_u16())
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap().1);
+    }
+    statuses.sort();
+    let count = |s: u16| statuses.iter().filter(|x| **x == s).count();
+    assert_eq!((count(201), count(409), count(204)), (8, 8, 8), "{statuses:?}");
+    let listed = kit.call(Method::GET, "/api/v1/codemarks", Some(&ada.token), None).await;
+    assert_eq!(listed.json.as_array().unwrap().len(), 8);
+    let changes = kit.call(Method::GET, "/api/v1/changes?limit=1000", Some(&ada.token), None).await;
+    assert_eq!(changes.json["cursor"], "24", "8 creates, 8 deletes, 8 new creates: refused ones wrote no event");
+    let storage = marginalia::server::db::sqlite::SqliteStorage::open(kit.dir.path()).unwrap();
+    assert!(matches!(storage.verify_audit().await.unwrap(), Verdict::Intact { .. }));
+}

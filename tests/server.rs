@@ -319,30 +319,34 @@ async fn a_repeated_idempotency_key_answers_the_first_status_with_current_state_
     assert_eq!(bobs.json["author"], "Bob");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_with_one_key_make_one_codemark() {
+    use tower::ServiceExt;
     let kit = Kit::new();
     let ada = kit.join("t", "Ada", Role::Admin).await;
-    let cm = id();
-    let body = new_codemark(&cm, REPO, "once", "s");
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (app, token, body) = (kit.app.clone(), ada.token.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
-            use tower::ServiceExt;
-            let req = Request::post("/api/v1/codemarks")
-                .header("authorization", format!("Bearer {token}"))
-                .header("idempotency-key", "same")
-                .body(Body::from(body.to_string()))
-                .unwrap();
-            app.oneshot(req).await.unwrap().status().as_u16()
-        }));
+    // Several rounds, so that some duplicates land in one group commit and some in the next.
+    for round in 1..=4 {
+        let cm = id();
+        let key = format!("same-{round}");
+        let body = new_codemark(&cm, REPO, "once", "s");
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (app, token, body, key) = (kit.app.clone(), ada.token.clone(), body.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                let req = Request::post("/api/v1/codemarks")
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("idempotency-key", key)
+                    .body(Body::from(body.to_string()))
+                    .unwrap();
+                app.oneshot(req).await.unwrap().status().as_u16()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 201, "every copy answers as the first did");
+        }
+        let changes = kit.call(Method::GET, "/api/v1/changes", Some(&ada.token), None).await;
+        assert_eq!(changes.json["cursor"], round.to_string(), "one event per round: {}", changes.text);
     }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 201);
-    }
-    let changes = kit.call(Method::GET, "/api/v1/changes", Some(&ada.token), None).await;
-    assert_eq!(changes.json["cursor"], "1", "one event: {}", changes.text);
 }
 
 #[tokio::test]

@@ -331,7 +331,10 @@ impl Inner {
             }
             return;
         }
+        // Outcomes are told only once the group is committed: a request refused because another
+        // in the group took its idempotency key reads that key's record next, and must find it.
         let mut applied = Vec::with_capacity(jobs.len());
+        let mut refused = Vec::new();
         for (batch, done) in jobs {
             let outcome =
                 exec(&conn, "SAVEPOINT batch", []).map_err(self.sql(context)).and_then(|_| self.apply(&conn, batch));
@@ -343,7 +346,7 @@ impl Inner {
                 Err(e) => {
                     let _ = exec(&conn, "ROLLBACK TO batch", []);
                     let _ = exec(&conn, "RELEASE batch", []);
-                    let _ = done.send(Err(e));
+                    refused.push((e, done));
                 }
             }
         }
@@ -366,6 +369,9 @@ impl Inner {
                     }));
                 }
             }
+        }
+        for (e, done) in refused {
+            let _ = done.send(Err(e));
         }
     }
 

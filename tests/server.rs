@@ -319,30 +319,34 @@ async fn a_repeated_idempotency_key_answers_the_first_status_with_current_state_
     assert_eq!(bobs.json["author"], "Bob");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_requests_with_one_key_make_one_codemark() {
+    use tower::ServiceExt;
     let kit = Kit::new();
     let ada = kit.join("t", "Ada", Role::Admin).await;
-    let cm = id();
-    let body = new_codemark(&cm, REPO, "once", "s");
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let (app, token, body) = (kit.app.clone(), ada.token.clone(), body.clone());
-        tasks.push(tokio::spawn(async move {
-            use tower::ServiceExt;
-            let req = Request::post("/api/v1/codemarks")
-                .header("authorization", format!("Bearer {token}"))
-                .header("idempotency-key", "same")
-                .body(Body::from(body.to_string()))
-                .unwrap();
-            app.oneshot(req).await.unwrap().status().as_u16()
-        }));
+    // Several rounds, so that some duplicates land in one group commit and some in the next.
+    for round in 1..=4 {
+        let cm = id();
+        let key = format!("same-{round}");
+        let body = new_codemark(&cm, REPO, "once", "s");
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let (app, token, body, key) = (kit.app.clone(), ada.token.clone(), body.clone(), key.clone());
+            tasks.push(tokio::spawn(async move {
+                let req = Request::post("/api/v1/codemarks")
+                    .header("authorization", format!("Bearer {token}"))
+                    .header("idempotency-key", key)
+                    .body(Body::from(body.to_string()))
+                    .unwrap();
+                app.oneshot(req).await.unwrap().status().as_u16()
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), 201, "every copy answers as the first did");
+        }
+        let changes = kit.call(Method::GET, "/api/v1/changes", Some(&ada.token), None).await;
+        assert_eq!(changes.json["cursor"], round.to_string(), "one event per round: {}", changes.text);
     }
-    for t in tasks {
-        assert_eq!(t.await.unwrap(), 201);
-    }
-    let changes = kit.call(Method::GET, "/api/v1/changes", Some(&ada.token), None).await;
-    assert_eq!(changes.json["cursor"], "1", "one event: {}", changes.text);
 }
 
 #[tokio::test]
@@ -843,4 +847,51 @@ async fn the_audit_log_records_security_events_and_shows_tampering() {
         Verdict::Broken { seq, .. } => assert_eq!(seq, 6, "a deleted entry is caught at the next one"),
         other => panic!("a deletion in the middle is caught: {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_committed_together_fail_and_succeed_one_by_one() {
+    use marginalia::server::audit::Verdict;
+    use marginalia::server::db::Storage;
+    use tower::ServiceExt;
+    let kit = Kit::new();
+    let ada = kit.join("t", "Ada", Role::Admin).await;
+    let doomed: Vec<String> = (0..8).map(|_| id()).collect();
+    for d in &doomed {
+        kit.call(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(new_codemark(d, REPO, "x", "s"))).await;
+    }
+    // Each new id is sent twice at once (one must be refused), while the doomed are deleted.
+    let ids: Vec<String> = (0..8).map(|_| id()).collect();
+    let mut tasks = Vec::new();
+    for (i, cm) in ids.iter().chain(ids.iter()).enumerate() {
+        let (app, token, body) = (kit.app.clone(), ada.token.clone(), new_codemark(cm, REPO, "b", "s"));
+        tasks.push(tokio::spawn(async move {
+            let req = Request::post("/api/v1/codemarks")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::from(body.to_string()))
+                .unwrap();
+            (i, app.oneshot(req).await.unwrap().status().as_u16())
+        }));
+    }
+    for d in &doomed {
+        let (app, token, path) = (kit.app.clone(), ada.token.clone(), format!("/api/v1/codemarks/{d}"));
+        tasks.push(tokio::spawn(async move {
+            let req =
+                Request::delete(path).header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap();
+            (100, app.oneshot(req).await.unwrap().status().as_u16())
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap().1);
+    }
+    statuses.sort();
+    let count = |s: u16| statuses.iter().filter(|x| **x == s).count();
+    assert_eq!((count(201), count(409), count(204)), (8, 8, 8), "{statuses:?}");
+    let listed = kit.call(Method::GET, "/api/v1/codemarks", Some(&ada.token), None).await;
+    assert_eq!(listed.json.as_array().unwrap().len(), 8);
+    let changes = kit.call(Method::GET, "/api/v1/changes?limit=1000", Some(&ada.token), None).await;
+    assert_eq!(changes.json["cursor"], "24", "8 creates, 8 deletes, 8 new creates: refused ones wrote no event");
+    let storage = marginalia::server::db::sqlite::SqliteStorage::open(kit.dir.path()).unwrap();
+    assert!(matches!(storage.verify_audit().await.unwrap(), Verdict::Intact { .. }));
 }

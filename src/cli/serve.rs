@@ -56,8 +56,8 @@ struct RunArgs {
 #[derive(Args)]
 struct KeyArgs {
     /// File holding the master key (32 bytes as 64 hex characters, or base64). Without it,
-    /// MARGINALIA_MASTER_KEY is read; a loopback server with neither makes DIR/master.key (dev
-    /// mode).
+    /// MARGINALIA_MASTER_KEY is read; without either, DIR/master.key, which a loopback server
+    /// makes in dev mode.
     #[arg(long, value_name = "FILE")]
     master_key_file: Option<PathBuf>,
 }

@@ -42,6 +42,8 @@ pub struct Caller {
     pub token_id: String,
     pub token_hash: Vec<u8>,
     pub role: Role,
+    /// The member's name, sealed (opened only when an answer shows it).
+    pub name_sealed: Vec<u8>,
 }
 
 impl Caller {
@@ -159,6 +161,7 @@ impl Service {
             token_id: row.token.id,
             token_hash: hash.to_vec(),
             role,
+            name_sealed: row.name_sealed.unwrap_or_default(),
         })
     }
 
@@ -789,7 +792,27 @@ impl Service {
         if let Some(record) = done {
             return self.replay_codemark(caller, record).await;
         }
-        Ok(answer(201, self.codemark(caller, &new.id).await?))
+        // The codemark is what was sent, by the caller: no need to read it back.
+        let author =
+            key.open_string(&Place { column: "members.name", team, row: &caller.member_id }, &caller.name_sealed)?;
+        Ok(answer(
+            201,
+            api::Codemark {
+                id: new.id,
+                repo: new.repo,
+                kind: new.kind,
+                title: new.title,
+                body: new.body,
+                author,
+                author_id: Some(caller.member_id.clone()),
+                status: new.status,
+                anchors: new.anchors,
+                replies: Vec::new(),
+                created: new.created,
+                updated: new.created,
+                review: None,
+            },
+        ))
     }
 
     pub async fn patch_codemark(

@@ -85,11 +85,13 @@ pub struct TokenRow {
     pub revoked: Option<i64>,
 }
 
-/// A token found by its hash, with its member's current role (`None`: the member is gone).
+/// A token found by its hash, with its member's current role and sealed name (`None`: the
+/// member is gone).
 #[derive(Clone, Debug)]
 pub struct AuthRow {
     pub token: TokenRow,
     pub role: Option<Role>,
+    pub name_sealed: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -184,7 +184,12 @@ struct Inner {
     /// so waiting requests wait as futures, not as threads.
     read_turns: Arc<tokio::sync::Semaphore>,
     write_turn: Arc<tokio::sync::Semaphore>,
+    /// Batches waiting to be committed: whoever gets the write turn commits all of them.
+    pending: Mutex<Vec<Pending>>,
 }
+
+/// A batch waiting for the writer, and where its outcome goes.
+type Pending = (Batch, tokio::sync::oneshot::Sender<Result<Committed, DbError>>);
 
 /// Which turn a storage task waits for.
 #[derive(Clone, Copy)]
@@ -206,7 +211,13 @@ impl SqliteStorage {
         let keys_path = dir.join(KEYS_FILE);
         let writer = open_file(&data_path, DATA_APP_ID, DATA_MIGRATIONS, "wal")?;
         let keys = open_file(&keys_path, KEYS_APP_ID, KEYS_MIGRATIONS, "delete")?;
-        Ok(SqliteStorage {
+        // Checkpoints run beside the writer, not inside whichever commit crosses the threshold.
+        writer.pragma_update(None, "wal_autocheckpoint", 0).map_err(|e| DbError::Backend {
+            path: data_path.clone(),
+            context: "could not set up the file".into(),
+            cause: e.to_string(),
+        })?;
+        let storage = SqliteStorage {
             inner: Arc::new(Inner {
                 data_path,
                 keys_path,
@@ -215,8 +226,11 @@ impl SqliteStorage {
                 keys: Mutex::new(keys),
                 read_turns: Arc::new(tokio::sync::Semaphore::new(READERS)),
                 write_turn: Arc::new(tokio::sync::Semaphore::new(1)),
+                pending: Mutex::default(),
             }),
-        })
+        };
+        checkpoint_in_background(&storage.inner);
+        Ok(storage)
     }
 
     /// The data file.
@@ -301,6 +315,64 @@ impl Inner {
             let _ = exec(&conn, "ROLLBACK", []);
         }
         out
+    }
+
+    /// Commits waiting batches in one transaction (group commit): each batch runs inside its
+    /// own savepoint, so one refused batch (an id taken, the last admin) is rolled back alone,
+    /// and the others share one `BEGIN`, one `COMMIT` and one write of the pages they all touch.
+    fn commit_group(&self, jobs: Vec<Pending>) {
+        let context = "could not save a change";
+        let conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = exec(&conn, "BEGIN IMMEDIATE", []) {
+            let cause = e.to_string();
+            for (_, done) in jobs {
+                let path = self.data_path.clone();
+                let _ = done.send(Err(DbError::Backend { path, context: context.into(), cause: cause.clone() }));
+            }
+            return;
+        }
+        // Outcomes are told only once the group is committed: a request refused because another
+        // in the group took its idempotency key reads that key's record next, and must find it.
+        let mut applied = Vec::with_capacity(jobs.len());
+        let mut refused = Vec::new();
+        for (batch, done) in jobs {
+            let outcome =
+                exec(&conn, "SAVEPOINT batch", []).map_err(self.sql(context)).and_then(|_| self.apply(&conn, batch));
+            match outcome {
+                Ok(committed) => {
+                    let _ = exec(&conn, "RELEASE batch", []);
+                    applied.push((committed, done));
+                }
+                Err(e) => {
+                    let _ = exec(&conn, "ROLLBACK TO batch", []);
+                    let _ = exec(&conn, "RELEASE batch", []);
+                    refused.push((e, done));
+                }
+            }
+        }
+        match exec(&conn, "COMMIT", []) {
+            Ok(_) => {
+                for (committed, done) in applied {
+                    let _ = done.send(Ok(committed));
+                }
+            }
+            Err(e) => {
+                if !conn.is_autocommit() {
+                    let _ = exec(&conn, "ROLLBACK", []);
+                }
+                let cause = e.to_string();
+                for (_, done) in applied {
+                    let _ = done.send(Err(DbError::Backend {
+                        path: self.data_path.clone(),
+                        context: context.into(),
+                        cause: cause.clone(),
+                    }));
+                }
+            }
+        }
+        for (e, done) in refused {
+            let _ = done.send(Err(e));
+        }
     }
 
     fn keys<T>(&self, context: &str, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, DbError> {
@@ -727,7 +799,30 @@ fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<audit::Entry> {
 
 impl Storage for SqliteStorage {
     fn commit(&self, batch: Batch) -> DbFuture<'_, Committed> {
-        self.run(Turn::Write, move |inner| inner.write("could not save a change", |tx| inner.apply(tx, batch)))
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let failed = |cause: String| DbError::Backend {
+                path: inner.data_path.clone(),
+                context: "could not save a change".into(),
+                cause,
+            };
+            let (done, mut outcome) = tokio::sync::oneshot::channel();
+            inner.pending.lock().unwrap_or_else(|p| p.into_inner()).push((batch, done));
+            let turn = inner.write_turn.clone().acquire_owned().await.map_err(|e| failed(e.to_string()))?;
+            // The writer before us may have committed ours with its own.
+            if let Ok(result) = outcome.try_recv() {
+                return result;
+            }
+            let jobs = std::mem::take(&mut *inner.pending.lock().unwrap_or_else(|p| p.into_inner()));
+            let writer = inner.clone();
+            tokio::task::spawn_blocking(move || {
+                writer.commit_group(jobs);
+                drop(turn);
+            })
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+            outcome.await.map_err(|e| failed(e.to_string()))?
+        })
     }
 
     fn team(&self, id: &str) -> DbFuture<'_, Option<TeamRow>> {
@@ -817,12 +912,12 @@ impl Storage for SqliteStorage {
         let hash = token_hash.to_vec();
         self.read("could not look a token up", move |tx| {
             tx.prepare_cached(&format!(
-                "SELECT {TOKEN_COLUMNS}, m.role FROM tokens t
+                "SELECT {TOKEN_COLUMNS}, m.role, m.name_sealed FROM tokens t
                  LEFT JOIN members m ON m.team_id = t.team_id AND m.id = t.member_id WHERE t.hash = ?1"
             ))?
             .query_row([hash], |r| {
                 let role = r.get::<_, Option<String>>(8)?.map(role).transpose()?;
-                Ok(AuthRow { token: token_row(r)?, role })
+                Ok(AuthRow { token: token_row(r)?, role, name_sealed: r.get(9)? })
             })
             .optional()
         })
@@ -1083,6 +1178,39 @@ fn open_reader(path: &Path) -> Result<Connection, DbError> {
 fn settle_plans(conn: &Connection) -> rusqlite::Result<()> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map(drop)
+}
+
+/// How often the background checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+/// Copies committed pages from the WAL into `server.db` every [`CHECKPOINT_EVERY`] on its own
+/// connection (PASSIVE: it never waits for readers or the writer), so no commit pays for a
+/// checkpoint. Stops when the storage is dropped.
+fn checkpoint_in_background(inner: &Arc<Inner>) {
+    let weak = Arc::downgrade(inner);
+    let path = inner.data_path.clone();
+    let spawned = std::thread::Builder::new().name("marginalia-checkpoint".into()).spawn(move || {
+        let conn = match Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ) {
+            Ok(c) => c,
+            Err(e) => return tracing::warn!("no background checkpoints for {}: {e}", path.display()),
+        };
+        let _ = conn.busy_timeout(BUSY_TIMEOUT);
+        loop {
+            std::thread::sleep(CHECKPOINT_EVERY);
+            if weak.strong_count() == 0 {
+                return;
+            }
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::debug!("a checkpoint of {} failed: {e}", path.display());
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::warn!("no background checkpoints: {e}");
+    }
 }
 
 /// Turns off SQLite's memory statistics, whose global mutex every allocation takes: with

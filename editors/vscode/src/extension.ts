@@ -27,7 +27,7 @@ import {
   prCommentArgs,
   reviewRequestArgs,
 } from './commands';
-import { Sequencer, parseCodemark, parseCodemarks, toThreads } from './model';
+import { Sequencer, parseCodemarks, toThreads } from './model';
 import { initializationOptions, readSettings, resolveBinary, serverEnv } from './settings';
 import { ThreadView } from './threads';
 
@@ -99,7 +99,8 @@ async function refresh(uri: vscode.Uri): Promise<void> {
   const n = sequencer.next(key);
   try {
     const result: unknown = await c.sendRequest(REQUESTS.codemarks, { textDocument: { uri: protocolUri(uri) } });
-    if (sequencer.accept(key, n)) {
+    const open = vscode.workspace.textDocuments.some((d) => d.uri.toString() === key);
+    if (sequencer.accept(key, n) && open) {
       codemarks.show(uri, toThreads(parseCodemarks(result)));
     }
   } catch (err) {
@@ -196,6 +197,15 @@ async function stopClient(): Promise<void> {
   }
 }
 
+/** Opens the thread of a codemark the server just returned (it is shown after the refresh). */
+function expand(made: unknown): void {
+  const id = (made as { id?: unknown } | null)?.id;
+  const shown = typeof id === 'string' ? codemarks.find(id) : undefined;
+  if (shown) {
+    shown.thread.collapsibleState = vscode.CommentThreadCollapsibleState.Expanded;
+  }
+}
+
 async function pickKind(): Promise<Kind | undefined> {
   const picked = await vscode.window.showQuickPick(
     KINDS.map((k) => ({ label: k })),
@@ -229,11 +239,7 @@ async function addCodemark(): Promise<void> {
   const made = await execute(SERVER.create, createArgs(protocolUri(editor.document.uri), sel, kind, body));
   if (made) {
     await refresh(editor.document.uri);
-    const id = parseCodemark(made).id;
-    const shown = codemarks.find(id);
-    if (shown) {
-      shown.thread.collapsibleState = vscode.CommentThreadCollapsibleState.Expanded;
-    }
+    expand(made);
   }
 }
 
@@ -251,10 +257,7 @@ async function createFromThread(reply: vscode.CommentReply): Promise<void> {
   if (made) {
     thread.dispose();
     await refresh(thread.uri);
-    const shown = codemarks.find(parseCodemark(made).id);
-    if (shown) {
-      shown.thread.collapsibleState = vscode.CommentThreadCollapsibleState.Expanded;
-    }
+    expand(made);
   }
 }
 

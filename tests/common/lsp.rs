@@ -19,6 +19,8 @@ pub struct Lsp {
     next_id: i64,
     /// Notifications from the server, oldest first.
     pub notifications: Vec<Value>,
+    /// Requests from the server (each already answered with `null`), oldest first.
+    pub server_requests: Vec<Value>,
 }
 
 impl Lsp {
@@ -70,7 +72,7 @@ impl Lsp {
                 }
             }
         });
-        Lsp { child, stdin, incoming: rx, next_id: 1, notifications: Vec::new() }
+        Lsp { child, stdin, incoming: rx, next_id: 1, notifications: Vec::new(), server_requests: Vec::new() }
     }
 
     fn send(&mut self, msg: &Value) {
@@ -121,6 +123,7 @@ impl Lsp {
                     Value::Null
                 };
                 self.send(&json!({"jsonrpc": "2.0", "id": id, "result": result}));
+                self.server_requests.push(msg.clone());
             } else {
                 self.notifications.push(msg.clone());
             }
@@ -140,6 +143,22 @@ impl Lsp {
             }
             if self.receive(deadline).is_none() {
                 panic!("no {what} within {WAIT:?}; got {:#?}", self.notifications);
+            }
+        }
+    }
+
+    /// Waits for a request from the server (`workspace/codeLens/refresh`, ...) by method,
+    /// looking first at those already received (which are then forgotten, up to the match).
+    pub fn wait_for_request(&mut self, method: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(i) = self.server_requests.iter().position(|r| r["method"] == method) {
+                let found = self.server_requests[i].clone();
+                self.server_requests.drain(..=i);
+                return found;
+            }
+            if self.receive(deadline).is_none() {
+                panic!("no {method} request within {WAIT:?}; got {:#?}", self.server_requests);
             }
         }
     }

@@ -121,21 +121,25 @@ fn a_teammates_codemark_appears_in_my_editor_at_my_lines_without_a_reload() {
     eprintln!("Ann's codemark reached Bob's editor in {took:?}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
 
-    // Bob replies from his editor; Ann sees the thread grow.
+    // Bob replies from his editor (agreeing to his first send when asked); Ann sees the thread
+    // grow.
     bob_lsp.command("marginalia.codemark.reply", json!({"id": made["id"], "body": "Tax rules, see #12."})).unwrap();
-    ann_lsp.wait_for("Ann's editor hears of the reply", |n| {
-        n["method"] == "marginalia/didChangeCodemarks" && n["params"]["uri"] == ann_file
-    });
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
+        bob_lsp.settle(Duration::from_millis(50));
+        ann_lsp.settle(Duration::from_millis(50));
         let marks = ann_lsp.codemarks(&ann_file);
         if marks[0]["replies"].as_array().is_some_and(|r| r.len() == 1) {
             assert_eq!(marks[0]["replies"][0]["body"], "Tax rules, see #12.");
             break;
         }
         assert!(Instant::now() < deadline, "the reply never reached Ann: {marks:#?}");
-        ann_lsp.settle(Duration::from_millis(100));
     }
+    assert!(
+        bob_lsp.notifications.iter().any(|n| n["method"] == "window/showMessageRequest")
+            || bob_lsp.server_requests.iter().any(|n| n["method"] == "window/showMessageRequest"),
+        "Bob was asked before his first send"
+    );
     ann_lsp.stop();
     bob_lsp.stop();
 

@@ -40,6 +40,7 @@ pub mod git;
 pub mod keychain;
 pub mod locate;
 pub mod lsp;
+pub mod providers;
 pub mod secrets;
 pub mod store;
 pub mod sync;

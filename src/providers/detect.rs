@@ -190,6 +190,36 @@ impl Config {
         Some((h.provider, api))
     }
 
+    /// A host without a repository (for `auth`): its API base (replaced by the environment when
+    /// set) and keychain account.
+    pub fn host_ref(&self, provider: Provider, host: &str) -> Result<RepoRef, ProviderError> {
+        let host = canonical_host(host);
+        let Some((p, api)) = self.provider_of(&host) else {
+            return Err(ProviderError::Setup(format!(
+                "{host} is not a host marginalia knows: add it with `marginalia auth login github|gitlab --host {host}`"
+            )));
+        };
+        if p != provider {
+            return Err(ProviderError::Setup(format!("{host} is a {} host, not {}", p.title(), provider.title())));
+        }
+        let (api_base, overridden) = match self.override_of(provider) {
+            Some(o) => (check_api_base(o)?, true),
+            None => (check_api_base(&api)?, false),
+        };
+        let account =
+            if overridden { format!("{provider}:{}", origin(&api_base)) } else { format!("{provider}:{host}") };
+        Ok(RepoRef {
+            provider,
+            host,
+            api_base,
+            owner: String::new(),
+            name: String::new(),
+            account,
+            overridden,
+            remote: None,
+        })
+    }
+
     /// The repository a remote URL names, when its host is a known code host.
     pub fn repo_of_url(&self, url: &str) -> Result<Option<RepoRef>, ProviderError> {
         let Some((host, path)) = split_remote(url) else { return Ok(None) };

@@ -39,13 +39,15 @@ pub(super) fn pull_of(v: &Value) -> Option<PullRequest> {
         tracing::debug!("skipping a pull request without a number");
         return None;
     };
-    let merged = v.pointer("/merged_at").is_some_and(|m| !m.is_null()) || read::b(v, "/merged") == Some(true);
-    let state = if merged { "merged".to_owned() } else { read::s(v, "/state").unwrap_or_else(|| "open".into()) };
+    // `merged_at` alone is not trusted over `state: open` (GitHub's own examples have both).
+    let state = read::s(v, "/state").map(|s| s.to_ascii_lowercase()).unwrap_or_else(|| "open".into());
+    let merged = read::b(v, "/merged") == Some(true) || v.pointer("/merged_at").is_some_and(|m| !m.is_null());
+    let state = if state != "open" && merged { "merged".to_owned() } else { state };
     Some(PullRequest {
         number,
         title: read::s(v, "/title").unwrap_or_default(),
         body: read::s(v, "/body"),
-        state: state.to_ascii_lowercase(),
+        state,
         draft: read::b(v, "/draft").unwrap_or(false),
         author: read::s(v, "/user/login"),
         url: read::s(v, "/html_url"),

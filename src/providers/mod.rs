@@ -478,18 +478,11 @@ pub struct Whoami {
     pub note: Option<String>,
 }
 
-/// Checks a token with a cheap authenticated call to `api_base`.
-pub async fn whoami(
-    provider: Provider,
-    api_base: &str,
-    http: &Http,
-    token: &Token,
-    source: &TokenSource,
-) -> Result<Whoami, ProviderError> {
-    let host = reqwest::Url::parse(api_base).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default();
-    let repo = RepoRef::bare(provider, &host, api_base)?;
-    let forge = Forge::new(repo, http.clone(), token.clone(), source.clone());
-    match provider {
+/// Checks a token with a cheap authenticated call to `repo`'s host (its owner and name may be
+/// empty).
+pub async fn whoami(repo: &RepoRef, http: &Http, token: &Token) -> Result<Whoami, ProviderError> {
+    let forge = Forge::new(repo.clone(), http.clone(), token.clone(), TokenSource::Given);
+    match repo.provider {
         Provider::GitHub => github::whoami(&forge).await,
         Provider::GitLab => gitlab::whoami(&forge).await,
         Provider::Bitbucket => bitbucket::whoami(&forge).await,

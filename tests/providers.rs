@@ -1263,7 +1263,7 @@ fn working_copy_lines_are_sent_as_the_head_commits_lines_or_refused_when_they_di
         Ok(LineRange::new(8, 9))
     );
     let e = place::lines_at_commit(&repo, &m.b, "src/shop.py", &text, LineRange::new(1, 2)).unwrap_err();
-    assert!(e.contains("are not in the pull request's head commit"), "{e}");
+    assert!(e.contains("lines 1-2 of src/shop.py are not in the pull request's head commit"), "{e}");
     let e = place::lines_at_commit(&repo, &"f".repeat(40), "src/shop.py", &text, LineRange::new(10, 11)).unwrap_err();
     assert!(e.contains("is not in this repository: `git fetch` it first"), "{e}");
 }
@@ -1369,7 +1369,11 @@ fn the_command_line_reads_threads_comments_and_says_what_is_missing() {
     // Lines edited here and not pushed: exit 1.
     let out = run(&["pr", "comment", "--path", "src/shop.py", "--lines", "1", "--body", "x"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("are not in the pull request's head commit"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("line 1 of src/shop.py is not in the pull request's head commit"),
+        "{}",
+        stderr(&out)
+    );
     assert_eq!(host.requests_to("POST", "/repos/octocat/Hello-World/pulls/1347/comments").len(), 1);
 
     // No token anywhere: exit 2, saying where it looked and what to do.

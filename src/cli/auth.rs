@@ -134,12 +134,10 @@ fn login(provider: Provider, host: Option<String>, api: Option<String>) -> Resul
     let token = read_token(provider, &target)?;
     let http = Http::new(Arc::new(Mutex::new(store)), HttpOptions::from_env())?;
     let who = runtime()?.block_on(whoami(&target, &http, &token)).map_err(|e| match e {
-        ProviderError::BadToken { host, message, .. } => anyhow::Error::from(ProviderError::BadToken {
-            host,
-            source_: "the token given".into(),
-            message,
-            fix: "Nothing was kept; check that it was copied whole.".into(),
-        }),
+        ProviderError::BadToken { host, message, .. } => anyhow::anyhow!(
+            "{host} does not accept this token ({message}): it is wrong, expired or revoked. Nothing was kept; check \
+             that it was copied whole"
+        ),
         other => other.into(),
     })?;
     auth::store_token(&keychain, &target, &token)?;

@@ -367,7 +367,8 @@ fn files(c: &Common, number: Option<u64>) -> Result<ExitCode> {
         println!("{}", file_line(f));
     }
     let (add, del) = list.iter().fold((0, 0), |(a, d), f| (a + f.additions.unwrap_or(0), d + f.deletions.unwrap_or(0)));
-    println!("{} files, +{add} -{del} in {}", list.len(), s.label(&pr));
+    let n = list.len();
+    println!("{n} file{}, +{add} -{del} in {}", if n == 1 { "" } else { "s" }, s.label(&pr));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -55,7 +55,7 @@ impl fmt::Debug for Token {
 /// Where a token came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenSource {
-    /// The OS keychain (its store named).
+    /// The OS keychain, by the name of its store (`the Linux kernel keyring (keyutils)`).
     Keychain(String),
     /// An environment variable.
     Env(String),
@@ -68,7 +68,7 @@ pub enum TokenSource {
 impl fmt::Display for TokenSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TokenSource::Keychain(store) => write!(f, "the keychain ({store})"),
+            TokenSource::Keychain(store) => f.write_str(store),
             TokenSource::Env(var) => f.write_str(var),
             TokenSource::Cli(cmd) => write!(f, "`{cmd}`"),
             TokenSource::Given => f.write_str("the token given"),
@@ -278,7 +278,7 @@ mod tests {
         assert_eq!((t.expose(), s), ("gho_from_env", TokenSource::Env("GH_TOKEN".into())));
         store_token(&mem, &r, &Token::new("ghp_stored")).unwrap();
         let (t, s) = find_token(&r, &sources).unwrap();
-        assert_eq!((t.expose(), s.to_string().as_str()), ("ghp_stored", "the keychain (a test store)"));
+        assert_eq!((t.expose(), s.to_string().as_str()), ("ghp_stored", "a test store"));
         assert!(forget_token(&mem, &r).unwrap());
         assert!(!forget_token(&mem, &r).unwrap());
     }

@@ -98,6 +98,11 @@ pub fn in_text(
     out
 }
 
+/// `line 7` or `lines 7-9`.
+fn lines_word(l: LineRange) -> String {
+    if l.start == l.end { format!("line {}", l.start) } else { format!("lines {l}") }
+}
+
 /// Lines selected in the working copy (`text`, the file at `path` as the user sees it), as the
 /// same lines of the file at `commit` (a pull request's head), when every one of them is there
 /// unchanged; otherwise a message saying why a comment there would land on other code.
@@ -124,7 +129,7 @@ pub fn lines_at_commit(
         return Err(format!("{path} is not in the pull request's head commit {short}: push it first"));
     };
     if lines.start == 0 || lines.end as usize > text.len() {
-        return Err(format!("lines {lines} are past the end of {path}, which has {} lines", text.len()));
+        return Err(format!("{} past the end of {path}, which has {} lines", lines_word(lines), text.len()));
     }
     let selected = text.lines(lines.start as usize - 1..lines.end as usize).collect::<Vec<_>>().join("\n");
     let anchor =
@@ -134,13 +139,17 @@ pub fn lines_at_commit(
     match relocate(&anchor, &src) {
         Ok(r) if r.status == Status::Intact && r.path == path => Ok(r.lines),
         Ok(r) if r.status == Status::Deleted => Err(format!(
-            "lines {lines} of {path} are not in the pull request's head commit {short} (they are new or changed \
-             here): commit and push them first"
+            "{} of {path} {} not in the pull request's head commit {short} (new or changed here): commit and push \
+             first",
+            lines_word(lines),
+            if lines.start == lines.end { "is" } else { "are" }
         )),
         Ok(r) => Err(format!(
-            "lines {lines} of {path} differ from the pull request's head commit {short} (there they are lines {} and \
-             {}): commit and push first, or select lines that are the same there",
-            r.lines, r.status
+            "{} of {path} differ from the pull request's head commit {short} (there: {}, {}): commit and push first, \
+             or select lines that are the same there",
+            lines_word(lines),
+            lines_word(r.lines),
+            r.status
         )),
         Err(e) => Err(e.to_string()),
     }

@@ -12,11 +12,9 @@ use serde_json::{Value, json};
 use crate::anchor::{LineRange, Text};
 use crate::git::{Repo, Target};
 use crate::keychain::Keychain;
-use crate::providers::auth::{SecretStore, Sources, find_token};
-use crate::providers::detect::{Config, HOST_SETTING_PREFIX};
 use crate::providers::place::{self, Where};
 use crate::providers::{
-    ChangedFile, Forge, Http, HttpOptions, NewComment, NewPull, ProviderError, PullRequest, Side, Thread,
+    ChangedFile, Forge, HttpOptions, NewComment, NewPull, ProviderError, PullRequest, Side, Thread,
 };
 use crate::store::Store;
 
@@ -206,44 +204,18 @@ pub(super) fn keychain() -> std::result::Result<Keychain, String> {
     Keychain::open().map_err(|e| e.to_string())
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok()
-}
-
 fn session(common: &Common) -> Result<Session> {
     let repo = Repo::discover(&common.repo)?;
-    let store = Store::open_default()?;
-    let config = Config::from_env(&store.settings_under(HOST_SETTING_PREFIX)?);
-    let target = config.detect(&repo.remotes(), common.remote.as_deref())?;
-    let keychain = keychain();
-    let sources = Sources {
-        keychain: keychain.as_ref().map(|k| k as &dyn SecretStore).map_err(Clone::clone),
-        env: &env,
-        cli: true,
-    };
-    let (token, source) = find_token(&target, &sources)?;
-    tracing::info!("{}: token from {source}", target.host);
-    let http = Http::new(Arc::new(Mutex::new(store)), HttpOptions::from_env())?;
-    Ok(Session { repo, forge: Forge::new(target, http, token, source), rt: runtime()? })
+    let store = Arc::new(Mutex::new(Store::open_default()?));
+    let forge = crate::providers::connect(&repo, store, common.remote.as_deref(), HttpOptions::from_env())?;
+    Ok(Session { repo, forge, rt: runtime()? })
 }
 
 impl Session {
     /// The branch on the provider that HEAD's branch is pushed to, and the owner of the
     /// repository it is pushed to when that is another (a fork).
     fn head_branch(&self) -> Result<(String, Option<String>)> {
-        let Some(branch) = self.repo.branch() else {
-            bail!("HEAD is not on a branch (detached): check out the pull request's branch, or give its number");
-        };
-        let Some((remote, name)) = self.repo.upstream_of(&branch) else { return Ok((branch, None)) };
-        let owner = self
-            .repo
-            .remotes()
-            .iter()
-            .find(|(n, _)| *n == remote)
-            .and_then(|(_, url)| crate::providers::detect::split_remote(url))
-            .and_then(|(_, path)| path.split('/').next().map(str::to_owned))
-            .filter(|o| !o.eq_ignore_ascii_case(&self.forge.repo.owner));
-        Ok((name, owner))
+        Ok(crate::providers::detect::head_branch(&self.repo, &self.forge.repo)?)
     }
 
     fn current(&self) -> Result<Option<PullRequest>> {
@@ -403,7 +375,7 @@ fn comments(c: &Common, number: Option<u64>, only: Option<&str>) -> Result<ExitC
         .filter(|(t, w)| only.as_deref().is_none_or(|p| w.path() == Some(p) || t.path.as_deref() == Some(p)))
         .collect();
     if c.json {
-        let v: Vec<Value> = shown.iter().map(|(t, w)| thread_json(t, w)).collect();
+        let v: Vec<Value> = shown.iter().map(|(t, w)| place::placed_json(t, w)).collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -414,25 +386,6 @@ fn comments(c: &Common, number: Option<u64>, only: Option<&str>) -> Result<ExitC
         print_thread(t, w);
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The stable JSON of a thread placed in the working copy.
-pub(crate) fn thread_json(t: &Thread, w: &Where) -> Value {
-    let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
-    v["original"] = json!({
-        "commit": t.commit, "path": t.path,
-        "start": t.lines.map(|l| l.start), "end": t.lines.map(|l| l.end),
-    });
-    v["anchorStatus"] = json!(w.status());
-    v["path"] = json!(w.path().or(t.path.as_deref()));
-    if let Where::Found(r) = w {
-        v["start"] = json!(r.lines.start);
-        v["end"] = json!(r.lines.end);
-    }
-    if let Where::Unknown(why) = w {
-        v["reason"] = json!(why);
-    }
-    v
 }
 
 fn print_thread(t: &Thread, w: &Where) {

@@ -286,6 +286,28 @@ impl Config {
     }
 }
 
+/// The branch the current branch is pushed to (its upstream's name, else its own), and the
+/// owner of the repository it is pushed to when that is not `target`'s owner (a fork). Errors
+/// when HEAD is not on a branch.
+pub fn head_branch(repo: &crate::git::Repo, target: &RepoRef) -> Result<(String, Option<String>), ProviderError> {
+    let Some(branch) = repo.branch() else {
+        return Err(ProviderError::Setup(
+            "HEAD is not on a branch (detached): check out the pull request's branch, or name the pull request by \
+             number"
+                .into(),
+        ));
+    };
+    let Some((remote, name)) = repo.upstream_of(&branch) else { return Ok((branch, None)) };
+    let owner = repo
+        .remotes()
+        .iter()
+        .find(|(n, _)| *n == remote)
+        .and_then(|(_, url)| split_remote(url))
+        .and_then(|(_, path)| path.split('/').next().map(str::to_owned))
+        .filter(|o| !o.is_empty() && !o.eq_ignore_ascii_case(&target.owner));
+    Ok((name, owner))
+}
+
 const KNOWN_HOSTS: &str = "github.com, gitlab.com and bitbucket.org are known; add a self-hosted GitHub Enterprise \
                            or GitLab host with `marginalia auth login github|gitlab --host HOST [--api URL]`";
 

@@ -414,6 +414,31 @@ impl Forge {
     }
 }
 
+/// A client for the repository a checkout's remotes name (`remote` chooses one): its host from
+/// the remotes and the self-hosted hosts in `store`'s settings, its token from the keychain,
+/// the environment or the provider's command line, requests recorded in `store`'s ledger.
+/// Blocking (the keychain, reading settings).
+pub fn connect(
+    repo: &crate::git::Repo,
+    store: std::sync::Arc<std::sync::Mutex<crate::store::Store>>,
+    remote: Option<&str>,
+    options: HttpOptions,
+) -> Result<Forge, ProviderError> {
+    let settings = store.lock().unwrap_or_else(|e| e.into_inner()).settings_under(detect::HOST_SETTING_PREFIX)?;
+    let target = detect::Config::from_env(&settings).detect(&repo.remotes(), remote)?;
+    let keychain = crate::keychain::Keychain::open().map_err(|e| e.to_string());
+    let env = |name: &str| std::env::var(name).ok();
+    let sources = auth::Sources {
+        keychain: keychain.as_ref().map(|k| k as &dyn auth::SecretStore).map_err(Clone::clone),
+        env: &env,
+        cli: true,
+    };
+    let (token, source) = auth::find_token(&target, &sources)?;
+    tracing::info!("{}: token from {source}", target.host);
+    let http = Http::new(store, options)?;
+    Ok(Forge::new(target, http, token, source))
+}
+
 /// Scans a text about to be sent for what looks like a credential: held back with
 /// [`secrets::describe`](crate::secrets::describe)'s message, unless `anyway`, in which case the
 /// ledger note says it was sent despite it.

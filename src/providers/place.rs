@@ -10,6 +10,8 @@ use crate::codemark::{StoredAnchor, locate_in_text};
 use crate::git::{Repo, Target};
 use crate::locate::{Located, Locator};
 
+use serde_json::{Value, json};
+
 use super::Thread;
 
 /// Where a thread is in the working copy.
@@ -153,4 +155,25 @@ pub fn lines_at_commit(
         )),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// The stable JSON of a thread placed in the working copy (`pr comments --json`, the language
+/// server): the thread, `original` (its commit, path and lines as the provider gave them),
+/// `anchorStatus`, and the current `path`, `start`, `end` when placed, or a `reason`.
+pub fn placed_json(t: &Thread, w: &Where) -> Value {
+    let mut v = serde_json::to_value(t).unwrap_or(Value::Null);
+    v["original"] = json!({
+        "commit": t.commit, "path": t.path,
+        "start": t.lines.map(|l| l.start), "end": t.lines.map(|l| l.end),
+    });
+    v["anchorStatus"] = json!(w.status());
+    v["path"] = json!(w.path().or(t.path.as_deref()));
+    if let Where::Found(r) = w {
+        v["start"] = json!(r.lines.start);
+        v["end"] = json!(r.lines.end);
+    }
+    if let Where::Unknown(why) = w {
+        v["reason"] = json!(why);
+    }
+    v
 }

@@ -24,11 +24,17 @@ pub struct Lsp {
 impl Lsp {
     /// Starts the server with its store in `data_dir`, in folder `cwd`.
     pub fn start(cwd: &Path, data_dir: &Path) -> Lsp {
+        Lsp::start_with(cwd, data_dir, &[])
+    }
+
+    /// [`Lsp::start`] with more environment variables (a stand-in code host, a token).
+    pub fn start_with(cwd: &Path, data_dir: &Path, env: &[(&str, &str)]) -> Lsp {
         let mut child = Command::new(env!("CARGO_BIN_EXE_marginalia"))
             .arg("lsp")
             .current_dir(cwd)
             .env("MARGINALIA_DATA_DIR", data_dir)
             .env("MARGINALIA_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

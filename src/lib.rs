@@ -15,7 +15,7 @@
 //! - [`store`]: the local store (one SQLite file, WAL, versioned migrations). **Invariant:** the
 //!   only module that knows SQL.
 //! - [`sync`]: the sync client: the outbox of local changes, pushing and pulling, the event
-//!   stream, signing in. **Invariant:** the only client-side module that knows HTTP; it knows the
+//!   stream, signing in. **Invariant:** the only module that talks to the team server; it knows the
 //!   server only through [`api`].
 //! - [`lsp`]: the language server over stdio. **Invariant:** the only module that knows
 //!   tower-lsp and LSP types; positions are converted at its edge (`lsp::proto`).
@@ -29,6 +29,12 @@
 //!   kernel keyring on Linux, the login keychain on macOS, the Credential Manager on Windows):
 //!   choosing a store that works, reading, storing, deleting. Blocking. **Invariant:** the only
 //!   module that knows keyring; secrets never appear in its errors, logs or `Debug` output.
+//! - [`providers`]: pull requests on GitHub (and Enterprise Server), GitLab (and self-managed)
+//!   and Bitbucket Cloud, talked to directly: which host and repository the remotes name, where
+//!   the token comes from, pages, rate limits, errors, the egress ledger, and review threads
+//!   relocated to the working copy. **Invariant:** the only module that knows the providers'
+//!   APIs; a token goes only to its own host's API (never across a redirect to another origin)
+//!   and never into a log, the store or the ledger.
 //! - [`cli`]: the command line. Glue: parses, calls the modules above, prints. The only place
 //!   that writes to stdout.
 

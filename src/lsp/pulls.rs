@@ -139,10 +139,6 @@ fn args<T: serde::de::DeserializeOwned>(command: &str, arg: Value) -> Result<T> 
     serde_json::from_value(arg).map_err(|e| invalid(format!("bad argument to {command}: {e}")))
 }
 
-fn refused(e: ProviderError) -> Error {
-    invalid(e.to_string())
-}
-
 fn check_body(body: &str) -> Result<()> {
     if body.trim().is_empty() {
         return Err(invalid("`body` is empty: say something"));
@@ -291,6 +287,15 @@ impl Backend {
         Ok(lock(&self.shared.pulls.repos).entry(root.to_path_buf()).or_insert(made).clone())
     }
 
+    /// A provider's refusal as an error answer. A refused token also forgets the repository's
+    /// client, so the next command looks the token up again (after `marginalia auth login`).
+    fn pr_refused(&self, root: &Path, e: ProviderError) -> Error {
+        if matches!(e, ProviderError::BadToken { .. }) {
+            lock(&self.shared.pulls.repos).remove(root);
+        }
+        invalid(e.to_string())
+    }
+
     /// The open pull request of the branch checked out at `root`.
     async fn pr_of_branch(&self, root: &Path, rp: &RepoPulls) -> Result<Option<PullRequest>> {
         let (at, target) = (root.to_path_buf(), rp.forge.repo.clone());
@@ -301,7 +306,7 @@ impl Backend {
         .await
         .map_err(internal)?
         .map_err(invalid)?;
-        rp.forge.pull_for_branch(&branch, owner.as_deref()).await.map_err(refused)
+        rp.forge.pull_for_branch(&branch, owner.as_deref()).await.map_err(|e| self.pr_refused(root, e))
     }
 
     async fn pr_required(&self, root: &Path, rp: &RepoPulls) -> Result<PullRequest> {
@@ -318,7 +323,7 @@ impl Backend {
     /// Fetches a pull request's threads, places them in the working tree, keeps them, and tells
     /// the documents of that repository to show them.
     async fn pr_load(&self, root: &Path, rp: &Arc<RepoPulls>, pull: PullRequest) -> Result<Arc<Loaded>> {
-        let threads = rp.forge.threads(&pull).await.map_err(refused)?;
+        let threads = rp.forge.threads(&pull).await.map_err(|e| self.pr_refused(root, e))?;
         let at = root.to_path_buf();
         let (threads, places) = blocking(move || {
             let places = match Repo::open(&at) {
@@ -508,7 +513,7 @@ impl Backend {
         };
         let new =
             NewComment { path: path.clone(), lines: sent, side, body: a.body, file_level: a.file, anyway: a.anyway };
-        let posted = rp.forge.comment(&pull, &new).await.map_err(refused)?;
+        let posted = rp.forge.comment(&pull, &new).await.map_err(|e| self.pr_refused(&root, e))?;
         if let Some(n) = &posted.note {
             self.client.show_message(lsp::MessageType::INFO, format!("marginalia: {n}")).await;
         }
@@ -546,7 +551,8 @@ impl Backend {
                 (root, rp, pull)
             }
         };
-        let posted = rp.forge.reply(&pull, &a.thread_id, &a.body, a.anyway).await.map_err(refused)?;
+        let posted =
+            rp.forge.reply(&pull, &a.thread_id, &a.body, a.anyway).await.map_err(|e| self.pr_refused(&root, e))?;
         let subject = rp.forge.subject(Some(pull.number));
         if let Err(e) = self.pr_load(&root, &rp, pull).await {
             tracing::warn!("reading the threads again after replying: {}", e.message);
@@ -579,7 +585,7 @@ impl Backend {
             _ => branch,
         };
         let new = NewPull { title: a.title, body: a.body, head, base: a.base, draft: a.draft, anyway: a.anyway };
-        let pr = rp.forge.create_pull(&new).await.map_err(refused)?;
+        let pr = rp.forge.create_pull(&new).await.map_err(|e| self.pr_refused(&root, e))?;
         let subject = rp.forge.subject(Some(pr.number));
         self.client.show_message(lsp::MessageType::INFO, format!("marginalia: opened {subject}")).await;
         Ok(pull_json(&pr, &subject, rp.forge.provider()))

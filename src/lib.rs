@@ -15,7 +15,7 @@
 //! - [`store`]: the local store (one SQLite file, WAL, versioned migrations). **Invariant:** the
 //!   only module that knows SQL, but for the sync server's own storage (`server::db::sqlite`).
 //! - [`sync`]: the sync client: the outbox of local changes, pushing and pulling, the event
-//!   stream, signing in. **Invariant:** the only client-side module that knows HTTP; it knows the
+//!   stream, signing in. **Invariant:** the only module that talks to the team server; it knows the
 //!   server only through [`api`].
 //! - [`lsp`]: the language server over stdio. **Invariant:** the only module that knows
 //!   tower-lsp and LSP types; positions are converted at its edge (`lsp::proto`).
@@ -32,6 +32,12 @@
 //! - [`server`]: the sync server, `marginalia serve`: HTTPS JSON API, team scoping and roles,
 //!   encryption at rest, the audit log, the event stream. **Invariant:** the only module that
 //!   knows axum and HTTP; its SQL stays in `server::db::sqlite`, its cipher in `server::crypto`.
+//! - [`providers`]: pull requests on GitHub (and Enterprise Server), GitLab (and self-managed)
+//!   and Bitbucket Cloud, talked to directly: which host and repository the remotes name, where
+//!   the token comes from, pages, rate limits, errors, the egress ledger, and review threads
+//!   relocated to the working copy. **Invariant:** the only module that knows the providers'
+//!   APIs; a token goes only to its own host's API (never across a redirect to another origin)
+//!   and never into a log, the store or the ledger.
 //! - [`cli`]: the command line. Glue: parses, calls the modules above, prints. The only place
 //!   that writes to stdout.
 
@@ -43,6 +49,7 @@ pub mod git;
 pub mod keychain;
 pub mod locate;
 pub mod lsp;
+pub mod providers;
 pub mod review;
 pub mod secrets;
 pub mod server;

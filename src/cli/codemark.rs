@@ -173,7 +173,7 @@ fn open_repo(dir: &Path) -> Result<(Repo, String)> {
 }
 
 /// `-` means stdin.
-fn read_body(body: String) -> Result<String> {
+pub(super) fn read_body(body: String) -> Result<String> {
     if body != "-" {
         return Ok(body);
     }
@@ -184,7 +184,7 @@ fn read_body(body: String) -> Result<String> {
 
 /// A path given on the command line, as a path in the repository: relative to the current
 /// folder when it names a file from here, else relative to the repository's top.
-fn repo_path(repo: &Repo, path: &str) -> Result<String> {
+pub(super) fn repo_path(repo: &Repo, path: &str) -> Result<String> {
     let root = std::fs::canonicalize(repo.root()).unwrap_or_else(|_| repo.root().to_owned());
     if let Ok(full) = std::fs::canonicalize(path) {
         if let Ok(rel) = full.strip_prefix(&root) {

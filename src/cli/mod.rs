@@ -1,12 +1,15 @@
 //! The command line: argument parsing and what people and scripts read. Glue only: the work
 //! is done in [`crate::locate`], [`crate::anchor`] and [`crate::git`].
 //!
-//! Exit codes: 0 when the command did its job; 1 when a single anchor could not be located;
+//! Exit codes: 0 when the command did its job; 1 when a single anchor could not be located, or
+//! a code host said no (`pr`: not found, refused, lines not in the diff, held back);
 //! 2 for usage or environment errors (a bad flag, a folder that is not a repository, an
 //! unknown revision), with a message that says what is wrong.
 
+mod auth;
 mod codemark;
 mod locate;
+mod pr;
 mod review;
 mod serve;
 mod sync;
@@ -59,6 +62,14 @@ enum Command {
     /// Everything the team server holds about you, as JSON.
     Export(sync::ExportArgs),
 
+    /// Pull requests on GitHub, GitLab and Bitbucket: the current branch's, review threads at
+    /// their lines in the working copy, comments, replies, and opening one.
+    Pr(pr::PrArgs),
+
+    /// Provider tokens in the OS keychain: log in (the token is checked first), log out, and
+    /// where each provider's token comes from.
+    Auth(auth::AuthArgs),
+
     /// Run the language server on stdin/stdout, for an editor to start (VS Code, Neovim,
     /// JetBrains through LSP4IJ). Codemarks live in the local store: MARGINALIA_DATA_DIR
     /// chooses its folder.
@@ -83,6 +94,8 @@ pub fn run() -> ExitCode {
         Command::Outbox(args) => sync::outbox(args),
         Command::Egress(args) => sync::egress(args),
         Command::Export(args) => sync::export(args),
+        Command::Pr(args) => pr::run(args),
+        Command::Auth(args) => auth::run(args),
         Command::Lsp => lsp(),
         Command::Serve(args) => serve::run(args),
     };

@@ -442,7 +442,12 @@ pub fn egress(a: EgressArgs) -> Result<ExitCode> {
     }
     for e in &rows {
         let status = e.status.map_or("no answer".to_owned(), |s| s.to_string());
-        let about = e.subject.as_deref().map(|s| format!("  {}", short(s))).unwrap_or_default();
+        // Codemark ids are shortened; a pull request (`github:acme/shop#42`) is shown whole.
+        let about = e
+            .subject
+            .as_deref()
+            .map(|s| format!("  {}", if s.contains(':') { s } else { short(s) }))
+            .unwrap_or_default();
         let note = e.note.as_deref().map(|n| format!("  ({n})")).unwrap_or_default();
         println!(
             "{}  {} {}{}  {status}{about}  {} bytes of code, {} in all{note}",

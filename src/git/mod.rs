@@ -440,6 +440,40 @@ impl Repo {
         odb.read_header(blob.0).ok().map(|(size, _)| size)
     }
 
+    /// The branch HEAD is on (`main`, `feature/x`); `None` when HEAD is detached or unborn.
+    pub fn branch(&self) -> Option<String> {
+        let head = self.repo.head().ok()?;
+        if !head.is_branch() {
+            return None;
+        }
+        head.shorthand().ok().map(str::to_owned)
+    }
+
+    /// The remotes as configured, by name, with their URLs exactly as written (`origin`,
+    /// `git@github.com:Acme/Shop.git`); remotes without a URL are left out.
+    pub fn remotes(&self) -> Vec<(String, String)> {
+        let Ok(names) = self.repo.remotes() else { return Vec::new() };
+        names
+            .iter()
+            .flatten()
+            .flatten()
+            .filter_map(|n| {
+                let url = self.repo.find_remote(n).ok()?.url().ok()?.to_owned();
+                Some((n.to_owned(), url))
+            })
+            .collect()
+    }
+
+    /// Where a local branch is pushed and pulled: `branch.<name>.remote` and the branch name on
+    /// that remote (from `branch.<name>.merge`), when configured.
+    pub fn upstream_of(&self, branch: &str) -> Option<(String, String)> {
+        let config = self.repo.config().ok()?;
+        let remote = config.get_string(&format!("branch.{branch}.remote")).ok()?;
+        let merge = config.get_string(&format!("branch.{branch}.merge")).ok()?;
+        let name = merge.strip_prefix("refs/heads/").unwrap_or(&merge).to_owned();
+        Some((remote, name))
+    }
+
     /// The repository's identity: normalised remote URLs and root commits.
     pub fn identity(&self) -> Result<RepoIdentity, GitError> {
         identity::read(&self.repo)

@@ -25,7 +25,22 @@ pub const DELETE: &str = "marginalia.codemark.delete";
 /// What a code lens runs: shows the thread (as a message) and returns the codemark.
 pub const SHOW: &str = "marginalia.codemark.show";
 
-pub const COMMANDS: &[&str] = &[CREATE, REPLY, RESOLVE, REOPEN, EDIT, DELETE, SHOW];
+pub const COMMANDS: &[&str] = &[
+    CREATE,
+    REPLY,
+    RESOLVE,
+    REOPEN,
+    EDIT,
+    DELETE,
+    SHOW,
+    // Pull requests (`pulls.rs`).
+    super::pulls::CURRENT,
+    super::pulls::THREADS,
+    super::pulls::COMMENT,
+    super::pulls::REPLY,
+    super::pulls::CREATE,
+    super::pulls::THREAD,
+];
 
 /// Bodies and titles longer than this are refused (they are discussions, not files).
 const MAX_TEXT_BYTES: usize = 256 << 10;

@@ -9,6 +9,8 @@
 //! - [`commands`]: `workspace/executeCommand` and the custom requests.
 //! - [`sync`]: signed in to a team server: pushing after each change, following the event
 //!   stream, asking before the first send and about changes held back for a likely secret.
+//! - `pulls`: pull requests: their review threads as lenses and hovers beside codemarks, and the
+//!   `marginalia.pr.*` commands.
 //!
 //! Locks are taken in one order, `work` then `store` then `docs`, and never across an await;
 //! git and SQLite work runs on the blocking pool, where a panic becomes an error answer.
@@ -16,6 +18,7 @@
 mod commands;
 pub mod docs;
 pub mod proto;
+mod pulls;
 mod sync;
 mod views;
 pub mod workspace;
@@ -82,6 +85,8 @@ struct Shared {
     settle: tokio::sync::Notify,
     /// The sync client, while signed in to a team server.
     sync: Mutex<Option<Arc<sync::SyncState>>>,
+    /// Pull requests fetched, and where their threads are in open documents.
+    pulls: pulls::Pulls,
 }
 
 /// Locks even a mutex a panicking thread left poisoned: the data is still ours to serve.
@@ -723,6 +728,8 @@ impl LanguageServer for Backend {
 
     async fn code_lens(&self, params: lsp::CodeLensParams) -> Result<Option<Vec<lsp::CodeLens>>> {
         self.settled(&params.text_document.uri).await;
+        // Pull request threads beside the codemarks (none until a `marginalia.pr.*` command).
+        let pull_lenses = self.pull_lenses(&params.text_document.uri).await;
         let enc = self.enc();
         let work = lock(&self.shared.work);
         let docs = lock(&self.shared.docs);
@@ -745,6 +752,7 @@ impl LanguageServer for Backend {
                     data: None,
                 })
             })
+            .chain(pull_lenses)
             .collect();
         Ok(Some(lenses))
     }
@@ -752,6 +760,7 @@ impl LanguageServer for Backend {
     async fn hover(&self, params: lsp::HoverParams) -> Result<Option<lsp::Hover>> {
         let pos = params.text_document_position_params;
         self.settled(&pos.text_document.uri).await;
+        let pull_hovers = self.pull_hovers(&pos.text_document.uri, pos.position.line).await;
         let work = lock(&self.shared.work);
         let docs = lock(&self.shared.docs);
         let Some(doc) = docs.get(&pos.text_document.uri) else { return Ok(None) };
@@ -766,6 +775,7 @@ impl LanguageServer for Backend {
                 let c = marks.get(p.codemark.as_str())?;
                 Some(views::thread_markdown(c, Some(cur.status)))
             })
+            .chain(pull_hovers)
             .collect();
         if threads.is_empty() {
             return Ok(None);
@@ -789,6 +799,7 @@ impl LanguageServer for Backend {
             commands::EDIT => self.edit(arg).await,
             commands::DELETE => self.delete(arg).await,
             commands::SHOW => self.show(arg).await,
+            name if pulls::COMMANDS.contains(&name) => self.pull_command(name, arg).await,
             other => {
                 return Err(invalid(format!(
                     "unknown command `{other}`: this server offers {}",

@@ -37,6 +37,7 @@ impl Lsp {
             .envs(env.iter().copied())
             .env("MARGINALIA_DATA_DIR", data_dir)
             .env("MARGINALIA_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -121,6 +121,7 @@ pub fn numbered(prefix: &str, n: usize) -> String {
     (1..=n).map(|i| format!("{prefix} line {i} does work {}\n", i * 37 % 101)).collect()
 }
 
+pub mod fake_host;
 pub mod lsp;
 
 /// Runs `marginalia` in folder `cwd` with its store in `data_dir`.

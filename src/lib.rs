@@ -38,6 +38,9 @@
 //!   relocated to the working copy. **Invariant:** the only module that knows the providers'
 //!   APIs; a token goes only to its own host's API (never across a redirect to another origin)
 //!   and never into a log, the store or the ledger.
+//! - [`review`]: feedback requests: the author's changeset against a base the reviewers have,
+//!   strict patches, the reviewer's rebuild checked against the author's hashes, checkout into a
+//!   new folder, review comments as codemarks. No HTTP (that is [`sync`]); git through [`git`].
 //! - [`cli`]: the command line. Glue: parses, calls the modules above, prints. The only place
 //!   that writes to stdout.
 

@@ -10,7 +10,7 @@
 //! - Ids are UUIDs in text form. Codemark, anchor and reply ids are made by the client (UUID
 //!   v7), so a change written offline keeps its id when it reaches the server.
 //! - Times are milliseconds since the Unix epoch (`i64`).
-//! - Every request but [`Route::Login`], `/healthz`, `/metrics` and the OpenAPI document carries
+//! - Every request but `POST /api/v1/login`, `/healthz`, `/metrics` and the OpenAPI document carries
 //!   `Authorization: Bearer <token>`.
 //! - Every mutation may carry an [`IDEMPOTENCY_HEADER`]; the server answers a repeated key with
 //!   the first answer's status and the resource's current state, and does nothing twice.

@@ -40,6 +40,14 @@ pub const COMMANDS: &[&str] = &[
     super::pulls::REPLY,
     super::pulls::CREATE,
     super::pulls::THREAD,
+    // Feedback requests (`reviews.rs`).
+    super::reviews::REQUEST,
+    super::reviews::LIST,
+    super::reviews::OPEN,
+    super::reviews::COMMENT,
+    super::reviews::APPROVE,
+    super::reviews::REQUEST_CHANGES,
+    super::reviews::CLOSE,
 ];
 
 /// Bodies and titles longer than this are refused (they are discussions, not files).
@@ -339,6 +347,9 @@ impl Backend {
     /// `marginalia/codemarks`: every codemark of a document with its current range.
     pub async fn codemarks(&self, params: CodemarksParams) -> Result<Value> {
         let uri = params.text_document.uri;
+        if uri.scheme().as_str() == super::reviews::SCHEME {
+            return self.review_codemarks(uri.as_str()).await;
+        }
         self.settled(&uri).await;
         let opened_here = !lock(&self.shared.docs).contains_key(&uri);
         if opened_here {

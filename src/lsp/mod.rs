@@ -7,6 +7,8 @@
 //! - [`workspace`]: the repositories, their codemarks and where anchors are in the working tree.
 //! - [`views`]: what editors are shown (the JSON of `marginalia/codemarks`, lenses, hovers).
 //! - [`commands`]: `workspace/executeCommand` and the custom requests.
+//! - `reviews`: feedback requests: asking, listing, opening as `marginalia-review:` virtual
+//!   documents, commenting, verdicts (the `marginalia.review.*` commands).
 //! - [`sync`]: signed in to a team server: pushing after each change, following the event
 //!   stream, asking before the first send and about changes held back for a likely secret.
 //! - `pulls`: pull requests: their review threads as lenses and hovers beside codemarks, and the
@@ -19,6 +21,7 @@ mod commands;
 pub mod docs;
 pub mod proto;
 mod pulls;
+mod reviews;
 mod sync;
 mod views;
 pub mod workspace;
@@ -54,6 +57,7 @@ pub async fn serve_stdio() {
     let (service, socket) = LspService::build(Backend::new)
         .custom_method("marginalia/codemarks", Backend::codemarks)
         .custom_method("marginalia/codemark", Backend::codemark)
+        .custom_method("marginalia/reviewDocument", Backend::review_document)
         .finish();
     Server::new(tokio::io::stdin(), tokio::io::stdout(), socket).serve(service).await;
 }
@@ -85,6 +89,8 @@ struct Shared {
     settle: tokio::sync::Notify,
     /// The sync client, while signed in to a team server.
     sync: Mutex<Option<Arc<sync::SyncState>>>,
+    /// Feedback requests opened as virtual documents.
+    reviews: reviews::Reviews,
     /// Pull requests fetched, and where their threads are in open documents.
     pulls: pulls::Pulls,
 }
@@ -800,6 +806,7 @@ impl LanguageServer for Backend {
             commands::DELETE => self.delete(arg).await,
             commands::SHOW => self.show(arg).await,
             name if pulls::COMMANDS.contains(&name) => self.pull_command(name, arg).await,
+            name if reviews::COMMANDS.contains(&name) => self.review_command(name, arg).await,
             other => {
                 return Err(invalid(format!(
                     "unknown command `{other}`: this server offers {}",

@@ -34,6 +34,22 @@ pub struct SyncState {
     asked: Mutex<std::collections::HashSet<i64>>,
 }
 
+impl SyncState {
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn store(&self) -> &Arc<Mutex<Store>> {
+        &self.store
+    }
+
+    /// Wakes the pusher: something was queued.
+    pub fn nudge(&self) {
+        self.declined.store(false, Ordering::Relaxed);
+        self.nudge.notify_one();
+    }
+}
+
 const SHARE: &str = "Share";
 const SHOW: &str = "Show exactly what";
 const NOT_NOW: &str = "Not now";

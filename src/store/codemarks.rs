@@ -20,6 +20,8 @@ enum Which {
     Repo,
     /// A JSON array of ids.
     Ids,
+    /// The comments of a feedback request (by its id).
+    Review,
 }
 
 impl Which {
@@ -28,6 +30,7 @@ impl Which {
             Which::Id => "c.id = ?1",
             Which::Repo => "c.repo = ?1",
             Which::Ids => "c.id IN (SELECT value FROM json_each(?1))",
+            Which::Review => "json_extract(c.review, '$.review') = ?1",
         }
     }
 
@@ -39,7 +42,7 @@ impl Which {
             Which::Ids => {
                 format!("FROM {table} {alias} WHERE {alias}.codemark_id IN (SELECT value FROM json_each(?1))")
             }
-            Which::Repo => {
+            Which::Repo | Which::Review => {
                 format!(
                     "FROM {table} {alias} JOIN codemarks c ON c.id = {alias}.codemark_id WHERE {}",
                     self.condition()
@@ -72,6 +75,11 @@ impl Store {
             return Ok(Vec::new());
         }
         self.load(Which::Ids, &serde_json::to_string(ids).expect("strings always serialize"))
+    }
+
+    /// The comments made on a feedback request (codemarks linked to it), ordered by id.
+    pub fn of_review(&self, review: &str) -> Result<Vec<Codemark>, StoreError> {
+        self.load(Which::Review, review)
     }
 
     /// How many codemarks the store holds, all repositories together.
@@ -131,6 +139,7 @@ impl Store {
             Which::Id => format!("could not read codemark {key}"),
             Which::Repo => format!("could not read the codemarks of repository {key}"),
             Which::Ids => "could not read codemarks by id".to_owned(),
+            Which::Review => format!("could not read the comments of review {key}"),
         };
         self.read(&context, |conn| {
             let err = self.sql_err(&context);

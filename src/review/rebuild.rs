@@ -191,7 +191,8 @@ pub struct Written {
 /// one. The reviewer's own working copy is never touched.
 pub fn checkout(repo: &Repo, rev: &api::Revision, files: &[FileView], dir: &Path) -> Result<Written, RebuildError> {
     let werr = |what: &Path, e: std::io::Error| RebuildError::Write(format!("cannot write {}: {e}", what.display()));
-    if dir.exists() {
+    let existed = dir.exists();
+    if existed {
         let empty = std::fs::read_dir(dir).map_err(|e| werr(dir, e))?.next().is_none();
         if !dir.is_dir() || !empty {
             return Err(RebuildError::Write(format!(
@@ -200,7 +201,31 @@ pub fn checkout(repo: &Repo, rev: &api::Revision, files: &[FileView], dir: &Path
             )));
         }
     }
-    std::fs::create_dir_all(dir).map_err(|e| werr(dir, e))?;
+    // Written beside it under another name, then renamed: a failure half-way leaves nothing.
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "review".into());
+    let partial = dir.with_file_name(format!(".{name}.marginalia-partial-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(&partial).map_err(|e| werr(&partial, e))?;
+    match write_tree(repo, rev, files, &partial) {
+        Ok(written) => {
+            if existed {
+                std::fs::remove_dir(dir).map_err(|e| werr(dir, e))?;
+            }
+            std::fs::rename(&partial, dir).map_err(|e| {
+                let _ = std::fs::remove_dir_all(&partial);
+                werr(dir, e)
+            })?;
+            Ok(written)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            Err(e)
+        }
+    }
+}
+
+fn write_tree(repo: &Repo, rev: &api::Revision, files: &[FileView], dir: &Path) -> Result<Written, RebuildError> {
+    let werr = |what: &Path, e: std::io::Error| RebuildError::Write(format!("cannot write {}: {e}", what.display()));
     let base = repo
         .commit(&rev.base)
         .ok()

@@ -525,6 +525,10 @@ pub struct Export {
     pub codemarks: Vec<Codemark>,
     /// Replies the caller wrote on others' codemarks: (codemark id, reply).
     pub replies: Vec<ExportedReply>,
+    /// Feedback requests the caller asked for, as listed (each revision's patches are at
+    /// `GET /api/v1/reviews/{id}/revisions/{number}`). Absent from older servers' exports.
+    #[serde(default)]
+    pub reviews: Vec<Review>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -543,8 +547,8 @@ pub struct AuditEntry {
     /// The member who acted, or `operator` (the server's command line).
     pub actor_id: String,
     /// `sign-in`, `member.added`, `member.removed`, `member.role_changed`, `token.created`,
-    /// `token.revoked`, `invite.created`, `codemark.deleted`, `reply.deleted`, `export`,
-    /// `team.created`, `team.deleted`.
+    /// `token.revoked`, `invite.created`, `codemark.deleted`, `reply.deleted`, `review.deleted`,
+    /// `export`, `team.created`, `team.deleted`.
     pub action: String,
     pub target_id: Option<String>,
     pub detail: String,

@@ -13,7 +13,7 @@ use axum::http::{Method, Request};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use kit::{Kit, id, new_codemark};
+use kit::{CART_PATCH, Kit, User, id, new_codemark, new_review, new_revision, review_comment};
 use marginalia::api::Role;
 use marginalia::server::crypto::Place;
 
@@ -616,7 +616,8 @@ async fn the_openapi_document_and_the_router_agree() {
     for path in paths {
         let concrete = path
             .replace("{id}", "00000000-0000-7000-8000-000000000000")
-            .replace("{reply_id}", "00000000-0000-7000-8000-000000000001");
+            .replace("{reply_id}", "00000000-0000-7000-8000-000000000001")
+            .replace("{number}", "1");
         for m in all {
             if (m, path.as_str()) == ("DELETE", "/api/v1/team") {
                 continue;
@@ -652,6 +653,19 @@ const SECRETS: [&str; 10] = [
     "REPLY-Ouagadougou answer",
 ];
 
+/// What a feedback request adds to the session: every one must stay sealed too.
+const REVIEW_SECRETS: [&str; 9] = [
+    "REVIEW-TITLE-Kathmandu",
+    "REVIEW-DESCRIPTION-Reykjavik",
+    "PATCH-ADDED-let zebra_total",
+    "PATCH-REMOVED-fn quokka_sum",
+    "src/REVIEWPATH-papaya.rs",
+    "src/RENAMED-FROM-guava.rs",
+    "BASE-NOTE-merge-base with origin/walrus",
+    "fedcba9876543210fedcba9876543210fedcba98",
+    "0f1e2d3c4b5a69780f1e2d3c4b5a69780f1e2d3c",
+];
+
 async fn sensitive_session(kit: &Kit) -> String {
     let code = kit.invite(SECRETS[0], None).await;
     let login = kit
@@ -681,11 +695,40 @@ async fn sensitive_session(kit: &Kit) -> String {
         .await;
     assert_eq!(r.status, 201);
     kit.call(Method::PUT, "/api/v1/repos", Some(&token), Some(json!({"key": SECRETS[3]}))).await;
+
+    // A feedback request: its title, description, paths, base, blob ids and patch lines.
+    let rv = id();
+    let mut review = new_review(&rv, SECRETS[3], REVIEW_SECRETS[0], &[]);
+    review["description"] = json!(REVIEW_SECRETS[1]);
+    let revision = &mut review["revision"];
+    revision["base"] = json!(REVIEW_SECRETS[7]);
+    revision["base_note"] = json!(REVIEW_SECRETS[6]);
+    let file = &mut revision["files"][0];
+    file["old_path"] = json!(REVIEW_SECRETS[5]);
+    file["new_path"] = json!(REVIEW_SECRETS[4]);
+    file["old_blob"] = json!(REVIEW_SECRETS[8]);
+    file["patch"] = json!(format!("@@ -1,1 +1,1 @@\n-{}\n+{}\n", REVIEW_SECRETS[3], REVIEW_SECRETS[2]));
+    let made = kit.call(Method::POST, "/api/v1/reviews", Some(&token), Some(review)).await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    // A second revision, and a comment on the renamed file's old side.
+    let mut second = new_revision(&id(), CART_PATCH);
+    second["files"][0]["new_path"] = json!(REVIEW_SECRETS[4]);
+    let r = kit.call(Method::POST, &format!("/api/v1/reviews/{rv}/revisions"), Some(&token), Some(second)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let comment = review_comment(&id(), SECRETS[3], &rv, 1, REVIEW_SECRETS[5], "old", "a comment");
+    let r = kit.call(Method::POST, "/api/v1/codemarks", Some(&token), Some(comment)).await;
+    assert_eq!(r.status, 201, "{}", r.text);
     kit.call(Method::GET, "/api/v1/export", Some(&token), None).await;
+
     // And it all reads back in the clear through the API.
     let read = kit.call(Method::GET, &format!("/api/v1/codemarks/{cm}"), Some(&token), None).await;
     for s in &SECRETS[3..] {
         assert!(read.text.contains(s), "{s} reads back");
+    }
+    let read = kit.call(Method::GET, &format!("/api/v1/reviews/{rv}/revisions/1"), Some(&token), None).await.text
+        + &kit.call(Method::GET, &format!("/api/v1/reviews/{rv}"), Some(&token), None).await.text;
+    for s in REVIEW_SECRETS {
+        assert!(read.contains(s), "{s} reads back");
     }
     token
 }
@@ -713,7 +756,7 @@ async fn no_snippet_body_title_name_or_email_is_in_the_clear_in_the_files() {
     let total: usize = files.iter().map(|(_, b)| b.len()).sum();
     assert!(total > 50_000, "the files hold the session: {total} bytes");
     for (name, bytes) in &files {
-        for s in SECRETS {
+        for s in SECRETS.iter().chain(&REVIEW_SECRETS) {
             assert!(!contains(bytes, s.as_bytes()), "{s:?} is in the clear in {name}");
         }
         assert!(!contains(bytes, token.as_bytes()), "the token is in the clear in {name}");
@@ -731,6 +774,17 @@ async fn deleting_a_team_leaves_its_old_backups_unreadable_and_other_teams_reada
         .await;
     kit.call(Method::POST, "/api/v1/codemarks", Some(&kept.token), Some(new_codemark(&k, REPO, "kept body", "s")))
         .await;
+    let (doomed_review, kept_review) = (id(), id());
+    let doomed_reviewer = kit.join("doomed", "Dan", Role::Member).await;
+    let body = new_review(&doomed_review, REPO, "doomed review", &[&doomed_reviewer.member_id]);
+    assert_eq!(kit.call(Method::POST, "/api/v1/reviews", Some(&doomed.token), Some(body)).await.status, 201);
+    let comment = review_comment(&id(), REPO, &doomed_review, 1, "src/cart.rs", "new", "doomed comment");
+    assert_eq!(
+        kit.call(Method::POST, "/api/v1/codemarks", Some(&doomed_reviewer.token), Some(comment)).await.status,
+        201
+    );
+    let body = new_review(&kept_review, REPO, "kept review", &[]);
+    assert_eq!(kit.call(Method::POST, "/api/v1/reviews", Some(&kept.token), Some(body)).await.status, 201);
 
     // An old backup of the data file, taken the way SQLite backups are (VACUUM INTO).
     let backup = kit.dir.path().join("backup-of-server.db");
@@ -767,7 +821,22 @@ async fn deleting_a_team_leaves_its_old_backups_unreadable_and_other_teams_reada
     assert!(!contains(&keys_bytes, doomed.team_id.as_bytes()), "the deleted team's key row is overwritten");
     // The live data has nothing of the team left.
     let live = rusqlite::Connection::open(kit.dir.path().join("server.db")).unwrap();
-    for table in ["teams", "members", "tokens", "codemarks", "replies", "repos", "events", "invites"] {
+    let still =
+        kit.call(Method::GET, &format!("/api/v1/reviews/{kept_review}/revisions/1"), Some(&kept.token), None).await;
+    assert_eq!(still.status, 200, "another team's review is untouched: {}", still.text);
+    for table in [
+        "teams",
+        "members",
+        "tokens",
+        "codemarks",
+        "replies",
+        "repos",
+        "events",
+        "invites",
+        "reviews",
+        "revisions",
+        "reviewers",
+    ] {
         let column = if table == "teams" { "id" } else { "team_id" };
         let n: i64 = live
             .query_row(&format!("SELECT count(*) FROM {table} WHERE {column} = ?1"), [&doomed.team_id], |r| r.get(0))
@@ -894,4 +963,451 @@ async fn concurrent_writes_committed_together_fail_and_succeed_one_by_one() {
     assert_eq!(changes.json["cursor"], "24", "8 creates, 8 deletes, 8 new creates: refused ones wrote no event");
     let storage = marginalia::server::db::sqlite::SqliteStorage::open(kit.dir.path()).unwrap();
     assert!(matches!(storage.verify_audit().await.unwrap(), Verdict::Intact { .. }));
+}
+
+// ---- feedback requests (reviews) --------------------------------------------------------------
+
+async fn ask(kit: &Kit, who: &User, body: Value, key: Option<&str>) -> kit::Res {
+    let headers: Vec<(&str, &str)> = key.iter().map(|k| ("idempotency-key", *k)).collect();
+    kit.call_with(Method::POST, "/api/v1/reviews", Some(&who.token), Some(body), &headers).await
+}
+
+fn names(review: &Value) -> Vec<(String, String)> {
+    review["reviewers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["name"].as_str().unwrap().to_string(), r["verdict"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+fn ids_of(list: &Value) -> Vec<&str> {
+    list.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_team_reviews_unpushed_work_from_request_to_deletion() {
+    let kit = Kit::new();
+    let ada = kit.join("acme", "Ada", Role::Admin).await;
+    let bob = kit.join("acme", "Bob", Role::Member).await;
+    let cy = kit.join("acme", "Cy", Role::Member).await;
+    let dee = kit.join("acme", "Dee", Role::Member).await;
+    let rv = id();
+    let path = format!("/api/v1/reviews/{rv}");
+
+    // Bob asks Cy and Dee; the same request sent again with its key is done once.
+    let sent = new_review(&rv, REPO, "Round totals once", &[&cy.member_id, &dee.member_id]);
+    let made = ask(&kit, &bob, sent.clone(), Some("outbox-review-1")).await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let r = &made.json;
+    assert_eq!(
+        (r["id"].as_str(), r["repo"].as_str(), r["author"].as_str()),
+        (Some(rv.as_str()), Some(REPO), Some("Bob"))
+    );
+    assert_eq!(r["author_id"], bob.member_id.as_str());
+    assert_eq!((r["title"].as_str(), r["status"].as_str()), (Some("Round totals once"), Some("open")));
+    assert_eq!(r["description"], "description of Round totals once");
+    assert_eq!(names(r), pairs(&[("Cy", "pending"), ("Dee", "pending")]));
+    let rev1 = &r["revisions"][0];
+    assert_eq!((rev1["number"].as_u64(), rev1["base"].as_str()), (Some(1), Some(kit::BASE)));
+    assert_eq!(rev1["base_note"], "merge-base with origin/main");
+    assert_eq!(
+        rev1["files"],
+        json!([
+            {"old_path": "src/cart.rs", "new_path": "src/cart.rs", "binary": false, "added": 2, "removed": 1},
+            {"old_path": "logo.png", "new_path": "logo.png", "binary": true, "added": 0, "removed": 0},
+            {"old_path": null, "new_path": "src/new.rs", "binary": false, "added": 2, "removed": 0},
+        ]),
+        "counted from the + and - lines, a `+++` line included"
+    );
+    let again = ask(&kit, &bob, sent.clone(), Some("outbox-review-1")).await;
+    assert_eq!((again.status, &again.json), (201, &made.json), "a replay answers the first status, as it is now");
+    let dup = ask(&kit, &bob, sent.clone(), None).await;
+    assert_eq!((dup.status, dup.code()), (409, "conflict"), "{}", dup.text);
+
+    // Who sees it where.
+    let list = |who: &User, query: &'static str| {
+        let token = who.token.clone();
+        let kit = &kit;
+        async move {
+            let res = kit.call(Method::GET, &format!("/api/v1/reviews{query}"), Some(&token), None).await;
+            assert_eq!(res.status, 200, "{query}: {}", res.text);
+            res.json
+        }
+    };
+    assert_eq!(ids_of(&list(&cy, "?for=me").await), [rv.as_str()]);
+    assert_eq!(ids_of(&list(&bob, "?for=me").await), Vec::<&str>::new());
+    assert_eq!(ids_of(&list(&bob, "?for=mine").await), [rv.as_str()]);
+    assert_eq!(ids_of(&list(&cy, "?for=mine").await), Vec::<&str>::new());
+    assert_eq!(ids_of(&list(&ada, "").await), [rv.as_str()]);
+    let bad = kit.call(Method::GET, "/api/v1/reviews?for=everyone", Some(&ada.token), None).await;
+    assert_eq!((bad.status, bad.field()), (400, Some("for")));
+    let got = kit.call(Method::GET, &path, Some(&ada.token), None).await;
+    assert_eq!((got.status, &got.json), (200, &made.json));
+
+    // Revision 1's patches come back exactly as they were sent.
+    let rev = kit.call(Method::GET, &format!("{path}/revisions/1"), Some(&dee.token), None).await;
+    assert_eq!(rev.status, 200, "{}", rev.text);
+    assert_eq!(rev.json["files"][0]["patch"].as_str(), Some(CART_PATCH));
+    let sent_rev = &sent["revision"];
+    for field in ["id", "base", "base_note", "head", "created"] {
+        assert_eq!(rev.json[field], sent_rev[field], "{field}");
+    }
+    let sent_files: Vec<marginalia::api::FilePatch> = serde_json::from_value(sent_rev["files"].clone()).unwrap();
+    let got_files: Vec<marginalia::api::FilePatch> = serde_json::from_value(rev.json["files"].clone()).unwrap();
+    assert_eq!(got_files, sent_files);
+    assert_eq!(rev.json["number"], 1);
+    assert_eq!(kit.call(Method::GET, &format!("{path}/revisions/2"), Some(&dee.token), None).await.status, 404);
+    let nan = kit.call(Method::GET, &format!("{path}/revisions/first"), Some(&dee.token), None).await;
+    assert_eq!((nan.status, nan.field()), (400, Some("number")));
+
+    // Comments are codemarks linked to the review; a link must point at something there.
+    let c1 = id();
+    let comment = review_comment(&c1, REPO, &rv, 1, "src/cart.rs", "new", "Why round here?");
+    let said = kit.call(Method::POST, "/api/v1/codemarks", Some(&cy.token), Some(comment)).await;
+    assert_eq!(said.status, 201, "{}", said.text);
+    let link = json!({"review": rv, "revision": 1, "path": "src/cart.rs", "side": "new"});
+    assert_eq!(said.json["review"], link);
+    let c2 = id();
+    let old_side = review_comment(&c2, REPO, &rv, 1, "src/cart.rs", "old", "This was fine");
+    assert_eq!(kit.call(Method::POST, "/api/v1/codemarks", Some(&dee.token), Some(old_side)).await.status, 201);
+    for (revision, file, side, field) in [
+        (2, "src/cart.rs", "new", "review.revision"),
+        (1, "src/other.rs", "new", "review.path"),
+        (1, "src/new.rs", "old", "review.path"),
+        (1, "../src/cart.rs", "new", "review.path"),
+    ] {
+        let wrong = review_comment(&id(), REPO, &rv, revision, file, side, "x");
+        let res = kit.call(Method::POST, "/api/v1/codemarks", Some(&cy.token), Some(wrong)).await;
+        assert_eq!((res.status, res.field()), (422, Some(field)), "{file} {side}: {}", res.text);
+    }
+    let nowhere = review_comment(&id(), REPO, &id(), 1, "src/cart.rs", "new", "x");
+    let res = kit.call(Method::POST, "/api/v1/codemarks", Some(&cy.token), Some(nowhere)).await;
+    assert_eq!((res.status, res.field()), (422, Some("review.review")));
+    let listed = kit.call(Method::GET, "/api/v1/codemarks", Some(&bob.token), None).await;
+    let linked: Vec<&Value> = listed.json.as_array().unwrap().iter().map(|c| &c["review"]).collect();
+    assert_eq!(linked, [&link, &json!({"review": rv, "revision": 1, "path": "src/cart.rs", "side": "old"})]);
+    let one = kit.call(Method::GET, &format!("/api/v1/codemarks/{c1}"), Some(&bob.token), None).await;
+    assert_eq!(one.json["review"], link);
+    let feed = kit.call(Method::GET, "/api/v1/changes", Some(&bob.token), None).await;
+    let comment_event = feed.json["events"].as_array().unwrap().iter().find(|e| e["codemark"]["id"] == c1.as_str());
+    assert_eq!(comment_event.expect("the comment is in the feed")["codemark"]["review"], link);
+
+    // Verdicts, and the status they make.
+    let verdict = |who: &User, v: &'static str| {
+        let (token, path) = (who.token.clone(), format!("{path}/verdict"));
+        let kit = &kit;
+        async move { kit.call(Method::POST, &path, Some(&token), Some(json!({"verdict": v}))).await }
+    };
+    let own = verdict(&bob, "approved").await;
+    assert_eq!((own.status, own.code()), (403, "forbidden"), "the author does not judge their own request");
+    let odd = verdict(&cy, "lgtm").await;
+    assert_eq!((odd.status, odd.field()), (422, Some("verdict")));
+    let approved = verdict(&cy, "approved").await;
+    assert_eq!((approved.status, approved.json["status"].as_str()), (200, Some("approved")), "{}", approved.text);
+    let asked = verdict(&dee, "changes_requested").await;
+    assert_eq!(asked.json["status"], "changes_requested", "a request for changes outweighs an approval");
+    let by_ada = verdict(&ada, "approved").await;
+    assert_eq!(names(&by_ada.json), pairs(&[("Cy", "approved"), ("Dee", "changes_requested"), ("Ada", "approved")]));
+    assert_eq!(by_ada.json["status"], "changes_requested");
+
+    // A new revision: the author's only; numbered 2; every verdict starts over; once per key.
+    let second = new_revision(&id(), "@@ -1,1 +1,1 @@\n-    a + b\n+    (a + b).round_ties_even()\n");
+    let by_cy = kit.call(Method::POST, &format!("{path}/revisions"), Some(&cy.token), Some(second.clone())).await;
+    assert_eq!((by_cy.status, by_cy.code()), (403, "forbidden"));
+    let key = [("idempotency-key", "outbox-revision-2")];
+    let revised =
+        kit.call_with(Method::POST, &format!("{path}/revisions"), Some(&bob.token), Some(second.clone()), &key).await;
+    assert_eq!(revised.status, 201, "{}", revised.text);
+    let numbers: Vec<u64> =
+        revised.json["revisions"].as_array().unwrap().iter().map(|r| r["number"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, [1, 2]);
+    assert_eq!(revised.json["revisions"][1]["files"][0]["added"], 1);
+    assert_eq!(names(&revised.json), pairs(&[("Cy", "pending"), ("Dee", "pending"), ("Ada", "pending")]));
+    assert_eq!(revised.json["status"], "open");
+    let replayed =
+        kit.call_with(Method::POST, &format!("{path}/revisions"), Some(&bob.token), Some(second.clone()), &key).await;
+    assert_eq!((replayed.status, &replayed.json), (201, &revised.json), "the replay added nothing");
+    let rev2 = kit.call(Method::GET, &format!("{path}/revisions/2"), Some(&cy.token), None).await;
+    assert_eq!(rev2.json["files"][0]["patch"], second["files"][0]["patch"]);
+    assert_eq!(verdict(&dee, "approved").await.json["status"], "approved");
+
+    // Reviewers replaced: the author cannot be one, nor a stranger, nor one twice; who stays
+    // keeps their verdict.
+    let stranger = id();
+    for (list, field) in [
+        (json!([dee.member_id, bob.member_id]), "reviewers[1]"),
+        (json!([dee.member_id, stranger]), "reviewers[1]"),
+        (json!([dee.member_id, dee.member_id]), "reviewers[1]"),
+    ] {
+        let res = kit.call(Method::PATCH, &path, Some(&bob.token), Some(json!({"reviewers": list}))).await;
+        assert_eq!((res.status, res.field()), (422, Some(field)), "{}", res.text);
+    }
+    let replaced = kit
+        .call(Method::PATCH, &path, Some(&bob.token), Some(json!({"reviewers": [dee.member_id, cy.member_id]})))
+        .await;
+    assert_eq!(replaced.status, 200, "{}", replaced.text);
+    assert_eq!(names(&replaced.json), pairs(&[("Dee", "approved"), ("Cy", "pending")]));
+
+    // Closing and reopening: the author or an admin; a closed review takes no revision, but
+    // its discussion goes on.
+    let by_cy = kit.call(Method::PATCH, &path, Some(&cy.token), Some(json!({"status": "closed"}))).await;
+    assert_eq!((by_cy.status, by_cy.code()), (403, "forbidden"));
+    let closed = kit
+        .call(Method::PATCH, &path, Some(&bob.token), Some(json!({"status": "closed", "title": "Round totals, once"})))
+        .await;
+    assert_eq!(
+        (closed.json["status"].as_str(), closed.json["title"].as_str()),
+        (Some("closed"), Some("Round totals, once"))
+    );
+    assert_eq!(ids_of(&list(&cy, "?for=me").await), Vec::<&str>::new(), "open ones by default");
+    assert_eq!(ids_of(&list(&cy, "?for=me&status=all").await), [rv.as_str()]);
+    let late = kit
+        .call(Method::POST, &format!("{path}/revisions"), Some(&bob.token), Some(new_revision(&id(), CART_PATCH)))
+        .await;
+    assert_eq!((late.status, late.code()), (409, "conflict"), "{}", late.text);
+    let c3 = id();
+    let after_close = review_comment(&c3, REPO, &rv, 2, "src/cart.rs", "new", "Still: why?");
+    assert_eq!(kit.call(Method::POST, "/api/v1/codemarks", Some(&cy.token), Some(after_close)).await.status, 201);
+    let reopened = kit.call(Method::PATCH, &path, Some(&ada.token), Some(json!({"status": "open"}))).await;
+    assert_eq!(reopened.json["status"], "approved", "Dee's approval of revision 2 still stands");
+
+    // Export: Bob's request; Cy's comments with their links.
+    let export = kit.call(Method::GET, "/api/v1/export", Some(&bob.token), None).await;
+    assert_eq!(ids_of(&export.json["reviews"]), [rv.as_str()]);
+    let export = kit.call(Method::GET, "/api/v1/export", Some(&cy.token), None).await;
+    assert_eq!(export.json["reviews"], json!([]));
+    assert_eq!(export.json["codemarks"][0]["review"], link);
+    assert!(kit.call(Method::GET, "/metrics", None, None).await.text.contains("marginalia_reviews 1"));
+
+    // Deleting: the author or an admin; the review, its revisions, verdicts and comments go.
+    let before = kit.call(Method::GET, "/api/v1/changes", Some(&ada.token), None).await.json["cursor"].clone();
+    assert_eq!(kit.call(Method::DELETE, &path, Some(&cy.token), None).await.status, 403);
+    let del_key = [("idempotency-key", "outbox-delete")];
+    assert_eq!(kit.call_with(Method::DELETE, &path, Some(&bob.token), None, &del_key).await.status, 204);
+    assert_eq!(kit.call_with(Method::DELETE, &path, Some(&bob.token), None, &del_key).await.status, 204);
+    assert_eq!(kit.call(Method::DELETE, &path, Some(&bob.token), None).await.status, 404);
+    assert_eq!(kit.call(Method::GET, &path, Some(&bob.token), None).await.status, 404);
+    assert_eq!(kit.call(Method::GET, &format!("{path}/revisions/1"), Some(&bob.token), None).await.status, 404);
+    for c in [&c1, &c2, &c3] {
+        assert_eq!(kit.call(Method::GET, &format!("/api/v1/codemarks/{c}"), Some(&bob.token), None).await.status, 404);
+    }
+    assert_eq!(ids_of(&list(&ada, "?status=all").await), Vec::<&str>::new());
+    let feed = kit
+        .call(Method::GET, &format!("/api/v1/changes?after={}", before.as_str().unwrap()), Some(&ada.token), None)
+        .await;
+    let mut said: Vec<Value> =
+        feed.json["events"].as_array().unwrap().iter().map(|e| json!({"type": e["type"], "id": e["id"]})).collect();
+    let last = said.pop().unwrap();
+    assert_eq!(last, json!({"type": "review_deleted", "id": rv}));
+    said.sort_by_key(|e| e["id"].as_str().unwrap().to_string());
+    let mut comments = [&c1, &c2, &c3].map(|c| json!({"type": "codemark_deleted", "id": c})).to_vec();
+    comments.sort_by_key(|e| e["id"].as_str().unwrap().to_string());
+    assert_eq!(said, comments, "{}", feed.text);
+    let log = kit.call(Method::GET, "/api/v1/audit", Some(&ada.token), None).await;
+    let entry = log.json.as_array().unwrap().iter().find(|e| e["action"] == "review.deleted").expect("audited");
+    assert_eq!((entry["target_id"].as_str(), entry["detail"].as_str()), (Some(rv.as_str()), Some("comments=3")));
+    assert_eq!(entry["actor_id"].as_str(), Some(bob.member_id.as_str()));
+    let raw = rusqlite::Connection::open(kit.dir.path().join("server.db")).unwrap();
+    for (table, column) in
+        [("reviews", "id"), ("revisions", "review_id"), ("reviewers", "review_id"), ("codemarks", "review_id")]
+    {
+        let n: i64 =
+            raw.query_row(&format!("SELECT count(*) FROM {table} WHERE {column} = ?1"), [&rv], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0, "{table} keeps nothing of the deleted review");
+    }
+    assert!(kit.call(Method::GET, "/metrics", None, None).await.text.contains("marginalia_reviews 0"));
+}
+
+#[tokio::test]
+async fn a_reply_to_a_review_comment_goes_when_the_review_is_deleted() {
+    let kit = Kit::new();
+    let ada = kit.join("t", "Ada", Role::Admin).await;
+    let bob = kit.join("t", "Bob", Role::Member).await;
+    let rv = id();
+    assert_eq!(ask(&kit, &bob, new_review(&rv, REPO, "t", &[&ada.member_id]), None).await.status, 201);
+    let c = id();
+    let comment = review_comment(&c, REPO, &rv, 1, "src/new.rs", "new", "nit");
+    assert_eq!(kit.call(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(comment)).await.status, 201);
+    let reply = json!({"id": id(), "body": "REPLY-on-a-review-comment", "created": 3});
+    let replied =
+        kit.call(Method::POST, &format!("/api/v1/codemarks/{c}/replies"), Some(&bob.token), Some(reply)).await;
+    assert_eq!(replied.status, 201);
+    // An admin may delete another's review.
+    assert_eq!(kit.call(Method::DELETE, &format!("/api/v1/reviews/{rv}"), Some(&ada.token), None).await.status, 204);
+    let raw = rusqlite::Connection::open(kit.dir.path().join("server.db")).unwrap();
+    let n: i64 = raw.query_row("SELECT count(*) FROM replies WHERE codemark_id = ?1", [&c], |r| r.get(0)).unwrap();
+    assert_eq!(n, 0, "the comment's replies went with it");
+    let late = review_comment(&id(), REPO, &rv, 1, "src/new.rs", "new", "too late");
+    let res = kit.call(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(late)).await;
+    assert_eq!((res.status, res.field()), (422, Some("review.review")));
+}
+
+#[tokio::test]
+async fn oversized_revisions_and_hostile_paths_are_refused_naming_the_field() {
+    let kit = Kit::new();
+    let ada = kit.join("t", "Ada", Role::Admin).await;
+    let bob = kit.join("t", "Bob", Role::Member).await;
+
+    // Over the codemark routes' 2 MiB but within a revision's cap: taken, on these two routes.
+    let rv = id();
+    let mut big = new_review(&rv, REPO, "big", &[]);
+    let three_mib = format!("@@ -0,0 +1,1 @@\n+{}\n", "x".repeat(3 << 20));
+    big["revision"]["files"][2]["patch"] = json!(three_mib);
+    let res = ask(&kit, &ada, big, None).await;
+    assert_eq!(res.status, 201, "{}", res.text);
+    let back = kit.call(Method::GET, &format!("/api/v1/reviews/{rv}/revisions/1"), Some(&bob.token), None).await;
+    assert_eq!(back.json["files"][2]["patch"].as_str(), Some(three_mib.as_str()));
+
+    // 18 MiB of patches in a body under 20 MiB: refused for the patches, with the cap stated.
+    let nine_mib = format!("@@ -0,0 +1,1 @@\n+{}\n", "y".repeat(9 << 20));
+    let mut over = new_review(&id(), REPO, "too big", &[]);
+    over["revision"]["files"][0]["patch"] = json!(nine_mib);
+    over["revision"]["files"][2]["patch"] = json!(nine_mib);
+    let total = 2 * nine_mib.len();
+    let res = ask(&kit, &ada, over, None).await;
+    assert_eq!((res.status, res.code(), res.field()), (413, "too_large", Some("revision.files")), "{}", res.text);
+    assert_eq!(res.message(), format!("the patches are {total} bytes; a revision takes at most 16777216"));
+    let mut over = new_revision(&id(), &nine_mib);
+    over["files"][2]["patch"] = json!(nine_mib);
+    let res = kit.call(Method::POST, &format!("/api/v1/reviews/{rv}/revisions"), Some(&ada.token), Some(over)).await;
+    assert_eq!((res.status, res.field()), (413, Some("files")), "{}", res.text);
+    assert!(res.message().contains("at most 16777216"), "{}", res.message());
+
+    // A body over 20 MiB is refused before it is read whole, saying both limits.
+    let huge = format!(r#"{{"pad": "{}"}}"#, "z".repeat(21 << 20));
+    let req = Request::post("/api/v1/reviews")
+        .header("authorization", format!("Bearer {}", ada.token))
+        .body(Body::from(huge))
+        .unwrap();
+    let res = kit.send(req).await;
+    assert_eq!((res.status, res.code()), (413, "too_large"));
+    assert!(res.message().contains("20971520") && res.message().contains("16777216"), "{}", res.message());
+    // The other routes keep their 2 MiB.
+    let patch = json!({"description": "d".repeat(3 << 20)});
+    let res = kit.call(Method::PATCH, &format!("/api/v1/reviews/{rv}"), Some(&ada.token), Some(patch)).await;
+    assert_eq!(res.status, 413);
+    assert!(res.message().contains(&(2 << 20).to_string()), "{}", res.message());
+
+    // Paths that would leave the repository, or reach into .git.
+    for bad in ["../x", "/etc/passwd", ".git/config", "a/.GIT/b", "src/../../x", "C:/Windows/x", "a\\b"] {
+        for (side, field) in [("new_path", "revision.files[0].new_path"), ("old_path", "revision.files[0].old_path")] {
+            let mut body = new_review(&id(), REPO, "hostile", &[]);
+            body["revision"]["files"][0][side] = json!(bad);
+            let res = ask(&kit, &ada, body, None).await;
+            assert_eq!((res.status, res.field()), (422, Some(field)), "{bad:?}: {}", res.text);
+        }
+        let mut body = new_revision(&id(), CART_PATCH);
+        body["files"][2]["new_path"] = json!(bad);
+        let res =
+            kit.call(Method::POST, &format!("/api/v1/reviews/{rv}/revisions"), Some(&ada.token), Some(body)).await;
+        assert_eq!((res.status, res.field()), (422, Some("files[2].new_path")), "{bad:?}: {}", res.text);
+    }
+    let refused = |edit: fn(&mut Value), field: &'static str| {
+        let mut body = new_review(&id(), REPO, "bad", &[]);
+        edit(&mut body);
+        let kit = &kit;
+        let token = ada.token.clone();
+        async move {
+            let res = kit.call(Method::POST, "/api/v1/reviews", Some(&token), Some(body)).await;
+            assert_eq!((res.status, res.field()), (422, Some(field)), "{}", res.text);
+        }
+    };
+    refused(|b| b["revision"]["files"][1]["patch"] = json!("@@ -1 +1 @@\n-a\n+b\n"), "revision.files[1].patch").await;
+    refused(|b| b["revision"]["files"][0]["new_mode"] = json!("100777"), "revision.files[0].new_mode").await;
+    refused(|b| b["revision"]["files"][0]["old_blob"] = json!("HEAD"), "revision.files[0].old_blob").await;
+    refused(|b| b["revision"]["files"][0]["new_path"] = Value::Null, "revision.files[0].new_mode").await;
+    refused(
+        |b| {
+            b["revision"]["files"][2]["new_path"] = Value::Null;
+            b["revision"]["files"][2]["new_mode"] = Value::Null;
+            b["revision"]["files"][2]["new_blob"] = Value::Null;
+        },
+        "revision.files[2]",
+    )
+    .await;
+    refused(|b| b["revision"]["base"] = json!("main"), "revision.base").await;
+    refused(|b| b["revision"]["id"] = json!("r1"), "revision.id").await;
+    refused(|b| b["id"] = json!("not-a-uuid"), "id").await;
+    refused(|b| b["title"] = json!(" "), "title").await;
+    refused(|b| b["reviewers"] = json!(["Bob"]), "reviewers[0]").await;
+    refused(|b| b["reviewers"] = json!([id()]), "reviewers[0]").await;
+    refused(|b| b["revision"]["files"] = json!([]), "revision.files").await;
+    refused(|b| b["revision"]["files"][0]["side"] = json!("x"), "revision.files[0].side").await;
+    let own = new_review(&id(), REPO, "mine", &[&ada.member_id]);
+    let res = ask(&kit, &ada, own, None).await;
+    assert_eq!((res.status, res.field()), (422, Some("reviewers[0]")), "{}", res.text);
+    let mut many = new_review(&id(), REPO, "many", &[]);
+    let one = many["revision"]["files"][2].clone();
+    many["revision"]["files"] = Value::Array(
+        (0..5001)
+            .map(|i| {
+                let mut f = one.clone();
+                f["new_path"] = json!(format!("f{i}"));
+                f
+            })
+            .collect(),
+    );
+    let res = ask(&kit, &ada, many, None).await;
+    assert_eq!((res.status, res.field()), (422, Some("revision.files")), "{}", res.text);
+    let listed = kit.call(Method::GET, "/api/v1/reviews?status=all", Some(&ada.token), None).await;
+    assert_eq!(ids_of(&listed.json), [rv.as_str()], "nothing refused was stored");
+}
+
+#[tokio::test]
+async fn the_feed_and_the_stream_carry_reviews_as_they_are_and_a_deleted_one_as_deleted() {
+    use tower::ServiceExt;
+    let kit = Kit::new();
+    let ada = kit.join("t", "Ada", Role::Admin).await;
+    let bob = kit.join("t", "Bob", Role::Member).await;
+    let req = Request::get("/api/v1/events").header("authorization", format!("Bearer {}", bob.token));
+    let res = kit.app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut stream = res.into_body();
+
+    let (kept, gone) = (id(), id());
+    assert_eq!(ask(&kit, &ada, new_review(&kept, REPO, "kept", &[&bob.member_id]), None).await.status, 201); // 1
+    let pushed = read_events(&mut stream, 1, Duration::from_secs(5)).await;
+    assert_eq!(pushed.len(), 1, "a new review is pushed");
+    assert_eq!((pushed[0].1["type"].as_str(), pushed[0].1["review"]["title"].as_str()), (Some("review"), Some("kept")));
+    let verdict = json!({"verdict": "approved"});
+    let path = format!("/api/v1/reviews/{kept}/verdict");
+    assert_eq!(kit.call(Method::POST, &path, Some(&bob.token), Some(verdict)).await.status, 200); // 2
+    let pushed = read_events(&mut stream, 1, Duration::from_secs(5)).await;
+    assert_eq!(pushed[0].1["review"]["status"], "approved", "a verdict is pushed");
+    assert_eq!(ask(&kit, &ada, new_review(&gone, REPO, "gone", &[]), None).await.status, 201); // 3
+    let c = id();
+    let comment = review_comment(&c, REPO, &gone, 1, "src/cart.rs", "old", "hm");
+    assert_eq!(kit.call(Method::POST, "/api/v1/codemarks", Some(&bob.token), Some(comment)).await.status, 201); // 4
+    assert_eq!(kit.call(Method::DELETE, &format!("/api/v1/reviews/{gone}"), Some(&ada.token), None).await.status, 204); // 5, 6
+    // However the stream's pages fell, it ends with the comment and the review deleted.
+    let mut pushed = Vec::new();
+    while !pushed.iter().any(|(_, e): &(String, Value)| e["type"] == "review_deleted") {
+        let more = read_events(&mut stream, 1, Duration::from_secs(5)).await;
+        assert!(!more.is_empty(), "the deletion is pushed: {pushed:?}");
+        pushed.extend(more);
+    }
+    let kinds: Vec<(&str, &str)> = pushed
+        .iter()
+        .map(|(_, e)| (e["type"].as_str().unwrap(), e["id"].as_str().or(e["review"]["id"].as_str()).unwrap_or("")))
+        .collect();
+    assert!(kinds.ends_with(&[("codemark_deleted", c.as_str()), ("review_deleted", gone.as_str())]), "{kinds:?}");
+
+    // The feed from the start: each review once, as it is now; the deleted one as deleted.
+    let feed = kit.call(Method::GET, "/api/v1/changes", Some(&bob.token), None).await;
+    let events = feed.json["events"].as_array().unwrap();
+    assert_eq!(events.len(), 3, "{}", feed.text);
+    assert_eq!((events[0]["cursor"].as_str(), events[0]["type"].as_str()), (Some("2"), Some("review")));
+    assert_eq!(events[0]["review"]["id"], kept.as_str());
+    assert_eq!(events[0]["review"]["status"], "approved");
+    assert_eq!(events[1], json!({"cursor": "5", "type": "codemark_deleted", "id": c}));
+    assert_eq!(events[2], json!({"cursor": "6", "type": "review_deleted", "id": gone}));
+    // Another team's feed has none of it.
+    let eve = kit.join("other", "Eve", Role::Admin).await;
+    let theirs = kit.call(Method::GET, "/api/v1/changes", Some(&eve.token), None).await;
+    assert_eq!(theirs.json["events"], json!([]));
 }

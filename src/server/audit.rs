@@ -25,6 +25,8 @@ pub enum Action {
     TokenRevoked,
     CodemarkDeleted,
     ReplyDeleted,
+    /// A feedback request deleted, with its revisions and its comments.
+    ReviewDeleted,
     TeamDeleted,
     Export,
 }
@@ -42,6 +44,7 @@ impl Action {
             Action::TokenRevoked => "token.revoked",
             Action::CodemarkDeleted => "codemark.deleted",
             Action::ReplyDeleted => "reply.deleted",
+            Action::ReviewDeleted => "review.deleted",
             Action::TeamDeleted => "team.deleted",
             Action::Export => "export",
         }

@@ -54,21 +54,43 @@ impl<S: Send + Sync> FromRequestParts<S> for Idem {
     }
 }
 
-/// A JSON body of at most [`limits::MAX_REQUEST_BYTES`], deserialized with the path of any
-/// faulty field.
-pub struct Json<T>(pub T);
+/// A JSON body of at most `LIMIT` bytes ([`limits::MAX_REQUEST_BYTES`] unless a route says
+/// otherwise), deserialized with the path of any faulty field.
+pub struct Json<T, const LIMIT: usize = { limits::MAX_REQUEST_BYTES }>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+/// The body of the two routes that carry a review revision: up to
+/// [`limits::MAX_REVISION_REQUEST_BYTES`].
+pub type RevisionJson<T> = Json<T, { limits::MAX_REVISION_REQUEST_BYTES }>;
+
+/// Bodies larger than this are parsed on the blocking pool, off the threads that serve requests.
+const PARSE_INLINE_BYTES: usize = 1 << 20;
+
+impl<T, S, const LIMIT: usize> FromRequest<S> for Json<T, LIMIT>
+where
+    T: DeserializeOwned + Send + 'static,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, _: &S) -> Result<Json<T>, ApiError> {
-        let bytes =
-            axum::body::to_bytes(req.into_body(), limits::MAX_REQUEST_BYTES).await.map_err(|_| ApiError::TooLarge {
-                message: format!("the request body is over {} bytes", limits::MAX_REQUEST_BYTES),
-                field: None,
-            })?;
-        parse_json(&bytes).map(Json)
+    async fn from_request(req: Request, _: &S) -> Result<Json<T, LIMIT>, ApiError> {
+        let bytes = axum::body::to_bytes(req.into_body(), LIMIT).await.map_err(|_| body_too_large(LIMIT))?;
+        if bytes.len() <= PARSE_INLINE_BYTES {
+            return parse_json(&bytes).map(Json);
+        }
+        tokio::task::spawn_blocking(move || parse_json(&bytes))
+            .await
+            .map_err(|e| ApiError::Internal(format!("parsing a request body failed: {e}")))?
+            .map(Json)
     }
+}
+
+fn body_too_large(limit: usize) -> ApiError {
+    let why = if limit == limits::MAX_REVISION_REQUEST_BYTES {
+        format!(" (a review revision's patches take at most {} bytes in all)", limits::MAX_REVISION_BYTES)
+    } else {
+        String::new()
+    };
+    ApiError::TooLarge { message: format!("the request body is over {limit} bytes{why}"), field: None }
 }
 
 /// Deserializes `bytes`, naming the field at fault: 400 for text that is not JSON, 422 for JSON

@@ -1,6 +1,6 @@
 //! Prometheus counters for `/metrics`: requests by route template, method and status class,
 //! latency histograms, event-stream listeners, rate-limit refusals, and counts of teams,
-//! members and codemarks. Nothing personal: routes are templates (`/api/v1/codemarks/{id}`),
+//! members, codemarks and reviews. Nothing personal: routes are templates (`/api/v1/codemarks/{id}`),
 //! never concrete paths.
 
 use std::collections::BTreeMap;
@@ -105,6 +105,7 @@ impl Metrics {
             gauge(&mut out, "marginalia_teams", "Teams.", "gauge", s.teams);
             gauge(&mut out, "marginalia_members", "Members of all teams.", "gauge", s.members);
             gauge(&mut out, "marginalia_codemarks", "Codemarks of all teams.", "gauge", s.codemarks);
+            gauge(&mut out, "marginalia_reviews", "Feedback requests (reviews) of all teams.", "gauge", s.reviews);
             gauge(
                 &mut out,
                 "marginalia_events_total",

@@ -1,6 +1,6 @@
 //! The sync server, `marginalia serve`: an HTTPS JSON API under `/api/v1` for teams, members,
-//! tokens, repositories, codemarks and replies, with an event stream, export, deletion, an audit
-//! log, health and metrics. **Architecture invariant:** the only module that knows axum and
+//! tokens, repositories, codemarks and replies, and feedback requests (reviews) with their
+//! revisions, with an event stream, export, deletion, an audit log, health and metrics. **Architecture invariant:** the only module that knows axum and
 //! HTTP; SQL stays in `db::sqlite`, the cipher in `crypto`.
 //!
 //! # Code map
@@ -10,7 +10,7 @@
 //! - `extract`: the caller from the token (and its rate limit), JSON bodies with the faulty field
 //!   named, query and path parameters, the `Idempotency-Key` header.
 //! - `service`: what each call does: team scoping, roles, validation, sealing, audit entries,
-//!   events, idempotency. No HTTP.
+//!   events, idempotency. No HTTP. `service::reviews` holds the feedback requests'.
 //! - `validate`: checks on what clients send (sizes, ids, kinds). Pure.
 //! - `crypto`: the master key, team data keys, sealed values, lookup MACs, token hashes.
 //! - `audit`: the hash-chained audit log's rules and its verification. Pure.

@@ -93,8 +93,50 @@ pub fn describe(method: &Method, path: &str) -> Option<Operation> {
         ("DELETE", "/api/v1/codemarks/{id}/replies/{reply_id}") => {
             op("Delete a reply (its author or an admin).", None, 204, None)
         }
+        ("GET", "/api/v1/reviews") => op(
+            "Feedback requests, newest first: `?for=me` (the caller reviews), `mine` (the caller asked), `all` \
+             (default); `?status=open` (default: not closed) or `all`.",
+            None,
+            200,
+            Some("[Review]"),
+        ),
+        ("POST", "/api/v1/reviews") => op(
+            "Ask for feedback: the caller is the author, reviewers are other members; the first revision's patches \
+             take at most 16 MiB (413 `revision.files`), the body 20 MiB; an existing id answers 409.",
+            Some("NewReview"),
+            201,
+            Some("Review"),
+        ),
+        ("GET", "/api/v1/reviews/{id}") => op("One feedback request, its revisions listed.", None, 200, Some("Review")),
+        ("PATCH", "/api/v1/reviews/{id}") => op(
+            "Change a review (its author or an admin): title, description, status `closed` or `open`, reviewers.",
+            Some("ReviewPatch"),
+            200,
+            Some("Review"),
+        ),
+        ("DELETE", "/api/v1/reviews/{id}") => {
+            op("Delete a review with its revisions, verdicts and comments (its author or an admin).", None, 204, None)
+        }
+        ("POST", "/api/v1/reviews/{id}/revisions") => op(
+            "A new revision (the author only; a closed review answers 409); every verdict goes back to pending. \
+             Patches take at most 16 MiB (413 `files`), the body 20 MiB.",
+            Some("NewRevision"),
+            201,
+            Some("Review"),
+        ),
+        ("GET", "/api/v1/reviews/{id}/revisions/{number}") => {
+            op("One revision with its patches.", None, 200, Some("Revision"))
+        }
+        ("POST", "/api/v1/reviews/{id}/verdict") => op(
+            "Approve or ask for changes on the latest revision (any member but the author, who gets 403; a member \
+             not listed becomes a reviewer).",
+            Some("Verdict"),
+            200,
+            Some("Review"),
+        ),
         ("GET", "/api/v1/changes") => op(
-            "What changed after a cursor (`?after=CURSOR&limit=N`), oldest first, each codemark as it is now.",
+            "What changed after a cursor (`?after=CURSOR&limit=N`), oldest first, each codemark and review as it is \
+             now.",
             None,
             200,
             Some("Changes"),
@@ -165,6 +207,12 @@ pub fn document() -> Value {
             "/api/v1/codemarks" if route.method == Method::GET => {
                 params.push(json!({"name": "repo", "in": "query", "schema": {"type": "string"}}));
             }
+            "/api/v1/reviews" if route.method == Method::GET => {
+                params.push(json!({"name": "for", "in": "query",
+                    "schema": {"type": "string", "enum": ["me", "mine", "all"], "default": "all"}}));
+                params.push(json!({"name": "status", "in": "query",
+                    "schema": {"type": "string", "enum": ["open", "all"], "default": "open"}}));
+            }
             "/api/v1/changes" | "/api/v1/events" | "/api/v1/audit" => {
                 params.push(json!({"name": "after", "in": "query", "schema": {"type": "string"}}));
                 if route.path != "/api/v1/events" {
@@ -205,7 +253,8 @@ pub fn document() -> Value {
         "info": {
             "title": "marginalia sync API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Teams, members, tokens, repositories, codemarks and their replies, and the changes feed. \
+            "description": "Teams, members, tokens, repositories, codemarks and their replies, feedback requests \
+                (reviews) with their revisions, and the changes feed. \
                 JSON in and out; every route but login, health, metrics and this document needs `Authorization: Bearer <token>`."
         },
         "security": [{"bearer": []}],
@@ -234,6 +283,13 @@ fn object(required: &[&str], properties: Value) -> Value {
 }
 
 fn schemas() -> Value {
+    let mut all = team_and_codemark_schemas();
+    let Value::Object(reviews) = review_schemas() else { unreachable!("an object") };
+    all.as_object_mut().expect("an object").extend(reviews);
+    all
+}
+
+fn team_and_codemark_schemas() -> Value {
     let role = json!({"type": "string", "enum": ["admin", "member"]});
     let kind = json!({"type": "string", "enum": ["comment", "question", "issue"]});
     let status = json!({"type": "string", "enum": ["open", "resolved"]});
@@ -272,35 +328,83 @@ fn schemas() -> Value {
             json!({"id": string(), "repo": string(), "kind": kind, "title": nullable_string(), "body": string(),
             "author": string(), "author_id": nullable_string(), "status": status,
             "anchors": {"type": "array", "items": schema_ref("Anchor")},
-            "replies": {"type": "array", "items": schema_ref("Reply")}, "created": int(), "updated": int()})),
+            "replies": {"type": "array", "items": schema_ref("Reply")}, "created": int(), "updated": int(),
+            "review": schema_ref("ReviewRef")})),
         "NewCodemark": object(&["id", "repo", "kind", "body", "anchors", "created"], json!({"id": string(),
             "repo": max(limits::MAX_NAME_BYTES), "kind": kind,
             "title": {"type": "string", "nullable": true, "maxLength": limits::MAX_TITLE_BYTES},
             "body": max(limits::MAX_BODY_BYTES), "status": status,
             "anchors": {"type": "array", "items": schema_ref("Anchor"), "maxItems": limits::MAX_ANCHORS},
-            "created": int()})),
+            "created": int(), "review": schema_ref("ReviewRef")})),
         "CodemarkPatch": object(&[], json!({"body": max(limits::MAX_BODY_BYTES),
             "title": {"type": "string", "nullable": true, "maxLength": limits::MAX_TITLE_BYTES}, "status": status,
             "anchors": {"type": "array", "items": schema_ref("Anchor"), "maxItems": limits::MAX_ANCHORS}})),
         "NewReply": object(&["id", "body", "created"], json!({"id": string(), "body": max(limits::MAX_BODY_BYTES),
             "created": int()})),
         "Event": {"type": "object", "required": ["cursor", "type"], "properties": {"cursor": string(),
-            "type": {"type": "string", "enum": ["codemark", "codemark_deleted"]},
-            "codemark": schema_ref("Codemark"), "id": string()}},
-        "Changes": object(&["events", "cursor", "more"], json!({"events": {"type": "array", "items": schema_ref("Event")},
-            "cursor": string(), "more": {"type": "boolean"}})),
+            "type": {"type": "string", "enum": ["codemark", "codemark_deleted", "review", "review_deleted"]},
+            "codemark": schema_ref("Codemark"), "review": schema_ref("Review"), "id": string()}},
         "ExportedReply": object(&["codemark_id", "reply"], json!({"codemark_id": string(), "reply": schema_ref("Reply")})),
         "Export": object(&["exported", "team", "member", "tokens", "codemarks", "replies"], json!({"exported": int(),
             "team": schema_ref("Team"), "member": schema_ref("Member"),
             "tokens": {"type": "array", "items": schema_ref("TokenInfo")},
             "codemarks": {"type": "array", "items": schema_ref("Codemark")},
-            "replies": {"type": "array", "items": schema_ref("ExportedReply")}})),
+            "replies": {"type": "array", "items": schema_ref("ExportedReply")},
+            "reviews": {"type": "array", "items": schema_ref("Review")}})),
         "AuditEntry": object(&["seq", "time", "actor_id", "action", "detail"], json!({"seq": int(), "time": int(),
             "actor_id": string(), "action": string(), "target_id": nullable_string(), "detail": string()})),
         "ErrorBody": object(&["error"], json!({"error": object(&["code", "message"], json!({
             "code": {"type": "string", "enum": ["unauthorized", "forbidden", "not_found", "bad_request", "conflict",
                 "too_large", "rate_limited", "internal"]},
             "message": string(), "field": string()}))})),
+    })
+}
+
+/// The feedback requests' shapes.
+fn review_schemas() -> Value {
+    let side = json!({"type": "string", "enum": ["old", "new"]});
+    let mode = json!({"type": "string", "enum": ["100644", "100755", "120000", "160000"], "nullable": true});
+    let verdict = json!({"type": "string", "enum": ["pending", "approved", "changes_requested"]});
+    let review_status = json!({"type": "string", "enum": ["open", "approved", "changes_requested", "closed"]});
+    let array = |name: &str| json!({"type": "array", "items": schema_ref(name)});
+    json!({
+        "ReviewRef": object(&["review", "revision", "path", "side"], json!({"review": string(),
+            "revision": {"type": "integer", "minimum": 1}, "path": max(limits::MAX_NAME_BYTES), "side": side})),
+        "FilePatch": object(&[], json!({"old_path": nullable_string(), "new_path": nullable_string(),
+            "old_mode": mode, "new_mode": mode, "old_blob": nullable_string(), "new_blob": nullable_string(),
+            "binary": {"type": "boolean"}, "patch": {"type": "string", "nullable": true,
+                "description": "Unified diff hunks without file headers; all of a revision's patches together take at most MAX_REVISION_BYTES"}})),
+        "NewRevision": object(&["id", "base", "files", "created"], json!({"id": string(), "base": string(),
+            "base_note": max(limits::MAX_NAME_BYTES), "head": nullable_string(),
+            "files": {"type": "array", "items": schema_ref("FilePatch"), "minItems": 1,
+                "maxItems": limits::MAX_REVISION_FILES},
+            "created": int()})),
+        "NewReview": object(&["id", "repo", "title", "revision"], json!({"id": string(),
+            "repo": max(limits::MAX_NAME_BYTES), "title": max(limits::MAX_TITLE_BYTES),
+            "description": max(limits::MAX_BODY_BYTES), "reviewers": {"type": "array", "items": string()},
+            "revision": schema_ref("NewRevision")})),
+        "ReviewPatch": object(&[], json!({"title": max(limits::MAX_TITLE_BYTES),
+            "description": max(limits::MAX_BODY_BYTES), "status": {"type": "string", "enum": ["open", "closed"]},
+            "reviewers": {"type": "array", "items": string()}})),
+        "Verdict": object(&["verdict"], json!({"verdict": {"type": "string",
+            "enum": ["approved", "changes_requested"]}})),
+        "FileSummary": object(&["binary", "added", "removed"], json!({"old_path": nullable_string(),
+            "new_path": nullable_string(), "binary": {"type": "boolean"}, "added": int(), "removed": int()})),
+        "RevisionSummary": object(&["id", "number", "base", "base_note", "files", "created"], json!({"id": string(),
+            "number": int(), "base": string(), "base_note": string(), "head": nullable_string(),
+            "files": array("FileSummary"), "created": int()})),
+        "Revision": object(&["id", "number", "base", "base_note", "files", "created"], json!({"id": string(),
+            "number": int(), "base": string(), "base_note": string(), "head": nullable_string(),
+            "files": array("FilePatch"), "created": int()})),
+        "Reviewer": object(&["member_id", "name", "verdict"], json!({"member_id": string(), "name": string(),
+            "verdict": verdict})),
+        "Review": object(&["id", "repo", "title", "description", "author", "status", "reviewers", "revisions",
+            "created", "updated"], json!({"id": string(), "repo": string(), "title": string(),
+            "description": string(), "author": string(), "author_id": nullable_string(), "status": review_status,
+            "reviewers": array("Reviewer"), "revisions": array("RevisionSummary"), "created": int(),
+            "updated": int()})),
+        "Changes": object(&["events", "cursor", "more"], json!({"events": {"type": "array", "items": schema_ref("Event")},
+            "cursor": string(), "more": {"type": "boolean"}})),
     })
 }
 

@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use super::Shared;
 use super::error::ApiError;
-use super::extract::{Authed, Idem, Json, Path, Query, cursor, page_limit};
+use super::extract::{Authed, Idem, Json, Path, Query, RevisionJson, cursor, page_limit};
 use super::metrics::ListenerGuard;
-use super::service::{Answer, Caller};
+use super::service::{Answer, Caller, ReviewsFor};
 use crate::api::{self, limits};
 
 /// Events in one `GET /changes` page unless `limit` says otherwise.
@@ -82,6 +82,14 @@ pub fn table() -> Vec<Route> {
         route(Method::DELETE, "/api/v1/codemarks/{id}", Member, delete_codemark),
         route(Method::POST, "/api/v1/codemarks/{id}/replies", Member, add_reply),
         route(Method::DELETE, "/api/v1/codemarks/{id}/replies/{reply_id}", Member, delete_reply),
+        route(Method::GET, "/api/v1/reviews", Member, reviews),
+        route(Method::POST, "/api/v1/reviews", Member, create_review),
+        route(Method::GET, "/api/v1/reviews/{id}", Member, review),
+        route(Method::PATCH, "/api/v1/reviews/{id}", Member, patch_review),
+        route(Method::DELETE, "/api/v1/reviews/{id}", Member, delete_review),
+        route(Method::POST, "/api/v1/reviews/{id}/revisions", Member, add_revision),
+        route(Method::GET, "/api/v1/reviews/{id}/revisions/{number}", Member, revision),
+        route(Method::POST, "/api/v1/reviews/{id}/verdict", Member, set_verdict),
         route(Method::GET, "/api/v1/changes", Member, changes),
         route(Method::GET, "/api/v1/events", Member, events),
         route(Method::GET, "/api/v1/export", Member, export),
@@ -274,6 +282,95 @@ async fn delete_reply(
 ) -> Result<Response> {
     shared.service.delete_reply(&caller, idem.as_ref(), &id, &reply_id).await?;
     Ok(no_content())
+}
+
+#[derive(Deserialize)]
+struct ReviewsQuery {
+    #[serde(rename = "for")]
+    whose: Option<String>,
+    status: Option<String>,
+}
+
+async fn reviews(
+    State(shared): State<Arc<Shared>>,
+    Authed(caller): Authed,
+    Query(q): Query<ReviewsQuery>,
+) -> Result<Response> {
+    let whose = match q.whose.as_deref() {
+        None => ReviewsFor::All,
+        Some(w) => ReviewsFor::parse(w)
+            .ok_or_else(|| ApiError::bad_request("for", format!("for `{w}` is not one of me, mine, all")))?,
+    };
+    let open_only = match q.status.as_deref() {
+        None | Some("open") => true,
+        Some("all") => false,
+        Some(s) => return Err(ApiError::bad_request("status", format!("status `{s}` is not one of open, all"))),
+    };
+    Ok(ok(shared.service.reviews(&caller, whose, open_only).await?))
+}
+
+async fn create_review(
+    State(shared): State<Arc<Shared>>,
+    Authed(caller): Authed,
+    Idem(idem): Idem,
+    Json(body): RevisionJson<api::NewReview>,
+) -> Result<Response> {
+    Ok(json(shared.service.create_review(&caller, idem.as_ref(), body).await?))
+}
+
+async fn review(State(shared): State<Arc<Shared>>, Authed(caller): Authed, Path(id): Path<String>) -> Result<Response> {
+    Ok(ok(shared.service.review(&caller, &id).await?))
+}
+
+async fn patch_review(
+    State(shared): State<Arc<Shared>>,
+    Authed(caller): Authed,
+    Idem(idem): Idem,
+    Path(id): Path<String>,
+    Json(body): Json<api::ReviewPatch>,
+) -> Result<Response> {
+    Ok(json(shared.service.patch_review(&caller, idem.as_ref(), &id, body).await?))
+}
+
+async fn delete_review(
+    State(shared): State<Arc<Shared>>,
+    Authed(caller): Authed,
+    Idem(idem): Idem,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    shared.service.delete_review(&caller, idem.as_ref(), &id).await?;
+    Ok(no_content())
+}
+
+async fn add_revision(
+    State(shared): State<Arc<Shared>>,
+    Authed(caller): Authed,
+    Idem(idem): Idem,
+    Path(id): Path<String>,
+    Json(body): RevisionJson<api::NewRevision>,
+) -> Result<Response> {
+    Ok(json(shared.service.add_revision(&caller, idem.as_ref(), &id, body).await?))
+}
+
+async fn revision(
+    State(shared): State<Arc<Shared>>,
+    Authed(caller): Authed,
+    Path((id, number)): Path<(String, String)>,
+) -> Result<Response> {
+    let number = number.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+        ApiError::bad_request("number", format!("revision number `{number}` is not a number from 1 up"))
+    })?;
+    Ok(ok(shared.service.revision(&caller, &id, number).await?))
+}
+
+async fn set_verdict(
+    State(shared): State<Arc<Shared>>,
+    Authed(caller): Authed,
+    Idem(idem): Idem,
+    Path(id): Path<String>,
+    Json(body): Json<api::Verdict>,
+) -> Result<Response> {
+    Ok(json(shared.service.set_verdict(&caller, idem.as_ref(), &id, body).await?))
 }
 
 #[derive(Deserialize)]

@@ -4,7 +4,11 @@
 //! change, and answers repeated idempotency keys. No HTTP types here: the handlers translate.
 //!
 //! Another team's resources are looked up within the caller's team only, so they answer exactly
-//! as absent ones do.
+//! as absent ones do. Feedback requests (reviews) are in `reviews`.
+
+mod reviews;
+
+pub use reviews::ReviewsFor;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use super::audit::{self, Action};
 use super::crypto::{self, MasterKey, Place, TeamKey};
 use super::db::{
-    Batch, CodemarkRow, DbError, EventDraft, IdempotencyRow, InviteRow, MemberRow, ReplyRow, RepoRow, Stats, Storage,
-    TeamRow, Thread, ThreadFilter, TokenRow, Write,
+    Batch, CodemarkRow, DbError, EventDraft, IdempotencyRow, InviteRow, MemberRow, ReplyRow, RepoRow, ReviewFilter,
+    Stats, Storage, Subject, TeamRow, Thread, ThreadFilter, TokenRow, Write,
 };
 use super::error::ApiError;
 use super::events::Notifier;
@@ -81,6 +85,11 @@ pub fn now_ms() -> i64 {
 
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+/// An event for the changes feed: `id` (a codemark or a review) changed, or was deleted.
+fn event(team_id: &str, subject: Subject, id: &str, deleted: bool) -> EventDraft {
+    EventDraft { team_id: team_id.to_string(), subject, id: id.to_string(), deleted }
 }
 
 pub struct Service {
@@ -715,8 +724,20 @@ impl Service {
             replies,
             created: c.created,
             updated: c.updated,
-            review: None,
+            review: self.open_review_ref(key, c)?,
         })
+    }
+
+    /// A review comment's link; its sealed copy must agree with the review id in the clear.
+    fn open_review_ref(&self, key: &TeamKey, c: &CodemarkRow) -> Result<Option<api::ReviewRef>, ApiError> {
+        let Some(sealed) = &c.review_sealed else { return Ok(None) };
+        let place = Place { column: "codemarks.review", team: &c.team_id, row: &c.id };
+        let link: api::ReviewRef = serde_json::from_slice(&key.open(&place, sealed)?)
+            .map_err(|e| ApiError::Internal(format!("codemark {}'s review link: {e}", c.id)))?;
+        if c.review_id.as_deref() != Some(link.review.as_str()) {
+            return Err(ApiError::Internal(format!("codemark {}'s review link does not match its row", c.id)));
+        }
+        Ok(Some(link))
     }
 
     async fn thread(&self, caller: &Caller, id: &str) -> Result<Thread, ApiError> {
@@ -764,11 +785,17 @@ impl Service {
             return self.replay_codemark(caller, done).await;
         }
         validate::new_codemark(&new)?;
+        if let Some(link) = &new.review {
+            self.check_review_ref(caller, link).await?;
+        }
         let key = self.team_key(&caller.team_id).await?;
         let team = &caller.team_id;
         let now = now_ms();
         let repo = self.repo_row(&key, team, &api::RepoIdentity { key: new.repo.clone(), roots: vec![] }, now);
         let place = |column| Place { column, team, row: &new.id };
+        let review_sealed = new.review.as_ref().map(|link| {
+            key.seal(&place("codemarks.review"), &serde_json::to_vec(link).expect("a review link serializes"))
+        });
         let row = CodemarkRow {
             team_id: team.clone(),
             id: new.id.clone(),
@@ -781,12 +808,19 @@ impl Service {
             anchors_sealed: Self::seal_anchors(&key, team, &new.id, &new.anchors),
             created: new.created,
             updated: new.created,
+            review_id: new.review.as_ref().map(|link| link.review.clone()),
+            review_sealed,
         };
         let mut batch = self.batch(vec![Write::InsertRepo(repo), Write::InsertCodemark(row)]);
-        batch.events.push(EventDraft { team_id: team.clone(), codemark_id: new.id.clone(), deleted: false });
+        batch.events.push(event(team, Subject::Codemark, &new.id, false));
         batch.idempotency = Self::idempotency_row(caller, idem, 201, Some(&new.id));
         let done = self.commit(caller, idem, batch).await.map_err(|e| match e {
             DbError::Exists => ApiError::Conflict(format!("codemark {} exists already", new.id)),
+            // The review was deleted since it was checked.
+            DbError::NotFound => match &new.review {
+                Some(link) => reviews::missing_review_ref(&link.review),
+                None => DbError::NotFound.into(),
+            },
             e => e.into(),
         })?;
         if let Some(record) = done {
@@ -810,7 +844,7 @@ impl Service {
                 replies: Vec::new(),
                 created: new.created,
                 updated: new.created,
-                review: None,
+                review: new.review,
             },
         ))
     }
@@ -849,7 +883,7 @@ impl Service {
             anchors_sealed: patch.anchors.as_deref().map(|a| Self::seal_anchors(&key, team, id, a)),
             updated: now_ms(),
         }]);
-        batch.events.push(EventDraft { team_id: team.clone(), codemark_id: id.to_string(), deleted: false });
+        batch.events.push(event(team, Subject::Codemark, id, false));
         batch.idempotency = Self::idempotency_row(caller, idem, 200, Some(id));
         let done = self.commit(caller, idem, batch).await.map_err(|e| match e {
             DbError::NotFound => codemark_not_found(id),
@@ -871,7 +905,7 @@ impl Service {
         }
         let team = &caller.team_id;
         let mut batch = self.batch(vec![Write::DeleteCodemark { team_id: team.clone(), id: id.to_string() }]);
-        batch.events.push(EventDraft { team_id: team.clone(), codemark_id: id.to_string(), deleted: true });
+        batch.events.push(event(team, Subject::Codemark, id, true));
         batch.audit.push(audit::Draft::new(team, &caller.member_id, Action::CodemarkDeleted, Some(id)));
         batch.idempotency = Self::idempotency_row(caller, idem, 204, Some(id));
         self.commit(caller, idem, batch).await.map_err(|e| match e {
@@ -912,7 +946,7 @@ impl Service {
             updated: new.created,
         };
         let mut batch = self.batch(vec![Write::InsertReply(row), touch]);
-        batch.events.push(EventDraft { team_id: team.clone(), codemark_id: codemark_id.to_string(), deleted: false });
+        batch.events.push(event(team, Subject::Codemark, codemark_id, false));
         batch.idempotency = Self::idempotency_row(caller, idem, 201, Some(codemark_id));
         let done = self.commit(caller, idem, batch).await.map_err(|e| match e {
             DbError::NotFound => codemark_not_found(codemark_id),
@@ -958,7 +992,7 @@ impl Service {
                 updated: now_ms(),
             },
         ]);
-        batch.events.push(EventDraft { team_id: team.clone(), codemark_id: codemark_id.to_string(), deleted: false });
+        batch.events.push(event(team, Subject::Codemark, codemark_id, false));
         batch.audit.push(audit::Draft::new(team, &caller.member_id, Action::ReplyDeleted, Some(reply_id)));
         batch.idempotency = Self::idempotency_row(caller, idem, 204, Some(reply_id));
         self.commit(caller, idem, batch).await.map_err(|e| match e {
@@ -970,33 +1004,54 @@ impl Service {
 
     // ---- changes, export, audit -------------------------------------------------------------
 
-    /// Events after `after`, at most `limit`, each codemark once (at its latest event), carrying
-    /// the codemark as it is now.
+    /// Events after `after`, at most `limit`, each codemark and review once (at its latest
+    /// event), carrying it as it is now (or as deleted, when it is gone).
     pub async fn changes(&self, caller: &Caller, after: i64, limit: usize) -> Result<api::Changes, ApiError> {
         let mut rows = self.store.events(&caller.team_id, after, limit + 1).await?;
         let more = rows.len() > limit;
         rows.truncate(limit);
         let cursor = rows.last().map_or(after, |r| r.seq);
-        let latest: HashMap<&str, i64> = rows.iter().map(|r| (r.codemark_id.as_str(), r.seq)).collect();
-        let kept: Vec<_> = rows.iter().filter(|r| latest[r.codemark_id.as_str()] == r.seq).collect();
-        let ids: Vec<String> = kept.iter().map(|r| r.codemark_id.clone()).collect();
+        let latest: HashMap<(Subject, &str), i64> = rows.iter().map(|r| ((r.subject, r.id.as_str()), r.seq)).collect();
+        let kept: Vec<_> = rows.iter().filter(|r| latest[&(r.subject, r.id.as_str())] == r.seq).collect();
+        let ids_of = |subject: Subject| -> Vec<String> {
+            kept.iter().filter(|r| r.subject == subject).map(|r| r.id.clone()).collect()
+        };
+        let (codemark_ids, review_ids) = (ids_of(Subject::Codemark), ids_of(Subject::Review));
         let key = self.team_key(&caller.team_id).await?;
-        let threads = if ids.is_empty() {
+        let threads = if codemark_ids.is_empty() {
             Vec::new()
         } else {
-            self.store.threads(&caller.team_id, ThreadFilter { ids: Some(ids), ..ThreadFilter::default() }).await?
+            let filter = ThreadFilter { ids: Some(codemark_ids), ..ThreadFilter::default() };
+            self.store.threads(&caller.team_id, filter).await?
         };
-        let mut live: HashMap<String, api::Codemark> = HashMap::new();
+        let reviews = if review_ids.is_empty() {
+            Vec::new()
+        } else {
+            self.store
+                .reviews(&caller.team_id, ReviewFilter { ids: Some(review_ids), ..ReviewFilter::default() })
+                .await?
+        };
+        let mut live_codemarks: HashMap<String, api::Codemark> = HashMap::new();
         for t in &threads {
-            live.insert(t.codemark.id.clone(), self.open_thread(&key, t)?);
+            live_codemarks.insert(t.codemark.id.clone(), self.open_thread(&key, t)?);
+        }
+        let mut live_reviews: HashMap<String, api::Review> = HashMap::new();
+        for r in &reviews {
+            live_reviews.insert(r.review.id.clone(), self.open_review(&key, r)?);
         }
         let events = kept
             .into_iter()
             .map(|r| api::Event {
                 cursor: r.seq.to_string(),
-                change: match live.remove(&r.codemark_id) {
-                    Some(codemark) => api::Change::Codemark { codemark },
-                    None => api::Change::CodemarkDeleted { id: r.codemark_id.clone() },
+                change: match r.subject {
+                    Subject::Codemark => match live_codemarks.remove(&r.id) {
+                        Some(codemark) => api::Change::Codemark { codemark },
+                        None => api::Change::CodemarkDeleted { id: r.id.clone() },
+                    },
+                    Subject::Review => match live_reviews.remove(&r.id) {
+                        Some(review) => api::Change::Review { review },
+                        None => api::Change::ReviewDeleted { id: r.id.clone() },
+                    },
                 },
             })
             .collect();
@@ -1031,6 +1086,13 @@ impl Service {
                 })
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
+        let reviews = self
+            .store
+            .reviews(
+                &caller.team_id,
+                ReviewFilter { author_id: Some(caller.member_id.clone()), ..ReviewFilter::default() },
+            )
+            .await?;
         let export = api::Export {
             exported: now_ms(),
             team: self.team_of(caller).await?,
@@ -1038,6 +1100,7 @@ impl Service {
             tokens: tokens.iter().map(|t| self.open_token(&key, t)).collect::<Result<_, _>>()?,
             codemarks: threads.iter().map(|t| self.open_thread(&key, t)).collect::<Result<_, _>>()?,
             replies,
+            reviews: reviews.iter().map(|r| self.open_review(&key, r)).collect::<Result<_, _>>()?,
         };
         let mut batch = self.batch(Vec::new());
         batch.audit.push(audit::Draft::new(

@@ -178,3 +178,53 @@ pub fn new_codemark(id: &str, repo: &str, body: &str, snippet: &str) -> Value {
         "created": 1_700_000_000_000i64,
     })
 }
+
+/// A base commit the review tests' revisions apply to.
+pub const BASE: &str = "89abcdef0123456789abcdef0123456789abcdef";
+
+/// A modified file's patch: CRLF lines, non-ASCII text, a line that looks like a header, and a
+/// last line without a line break, so a copy that is not byte for byte the same shows.
+pub const CART_PATCH: &str = "@@ -1,4 +1,4 @@\n fn total(a: f64, b: f64) -> f64 {\r\n-    a + b // naïve\r\n+    (a + b).round() // ½ up\r\n+++ still a line of code\n }\n\\ No newline at end of file\n";
+
+/// A revision as a client sends it: `src/cart.rs` changed by `patch`, `logo.png` (binary, listed
+/// only) and `src/new.rs` added.
+pub fn new_revision(id: &str, patch: &str) -> Value {
+    json!({
+        "id": id,
+        "base": BASE,
+        "base_note": "merge-base with origin/main",
+        "head": "0123456789abcdef0123456789abcdef01234567",
+        "files": [
+            {"old_path": "src/cart.rs", "new_path": "src/cart.rs", "old_mode": "100644", "new_mode": "100644",
+             "old_blob": "1".repeat(40), "new_blob": "2".repeat(40), "patch": patch},
+            {"old_path": "logo.png", "new_path": "logo.png", "old_mode": "100644", "new_mode": "100644",
+             "old_blob": "3".repeat(40), "new_blob": "4".repeat(40), "binary": true},
+            {"new_path": "src/new.rs", "new_mode": "100755", "new_blob": "5".repeat(40),
+             "patch": "@@ -0,0 +1,2 @@\n+fn fresh() {}\n+// two\n"},
+        ],
+        "created": 1_700_000_000_000i64,
+    })
+}
+
+/// A feedback request as a client sends it.
+pub fn new_review(id: &str, repo: &str, title: &str, reviewers: &[&str]) -> Value {
+    json!({
+        "id": id,
+        "repo": repo,
+        "title": title,
+        "description": format!("description of {title}"),
+        "reviewers": reviewers,
+        "revision": new_revision(&self::id(), CART_PATCH),
+    })
+}
+
+/// A comment on a review's file: a codemark linked to it.
+pub fn review_comment(id: &str, repo: &str, review: &str, revision: u32, path: &str, side: &str, body: &str) -> Value {
+    let mut c = new_codemark(id, repo, body, "(a + b).round()");
+    c["kind"] = json!("comment");
+    c["title"] = Value::Null;
+    c["anchors"][0]["path"] = json!(path);
+    c["anchors"][0]["pending"] = json!(true);
+    c["review"] = json!({"review": review, "revision": revision, "path": path, "side": side});
+    c
+}

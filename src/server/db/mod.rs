@@ -41,6 +41,13 @@ pub enum DbError {
     /// Another request with the same idempotency key committed first.
     #[error("the idempotency key was used by a request that committed first")]
     IdempotencyReplay,
+    /// The review is closed: it takes no new revision.
+    #[error("the review is closed")]
+    Closed,
+    /// Rows the batch was built from changed before it was applied (a comment added to a review
+    /// being deleted): read again and build the batch anew.
+    #[error("the rows changed since they were read")]
+    Changed,
     #[error(
         "{} was written by a newer marginalia (schema version {found}; this one knows up to {known}) and was left \
          untouched; upgrade marginalia",
@@ -129,6 +136,11 @@ pub struct CodemarkRow {
     pub anchors_sealed: Vec<u8>,
     pub created: i64,
     pub updated: i64,
+    /// A review comment's review, in the clear (deleting the review finds its comments by it).
+    pub review_id: Option<String>,
+    /// A review comment's whole link ([`crate::api::ReviewRef`]: review, revision, path, side) as
+    /// one sealed JSON value; set exactly when `review_id` is.
+    pub review_sealed: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,11 +171,108 @@ pub struct ThreadFilter {
     pub ids: Option<Vec<String>>,
 }
 
-/// One entry of the changes feed: a pointer to a codemark, not its content.
+/// A feedback request (review). Its reviewers and revisions are rows of their own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewRow {
+    pub team_id: String,
+    pub id: String,
+    pub repo_id: String,
+    pub author_id: String,
+    pub title_sealed: Vec<u8>,
+    pub description_sealed: Vec<u8>,
+    pub closed: bool,
+    pub created: i64,
+    pub updated: i64,
+}
+
+/// A revision as the service writes it; the storage numbers it (the next after the review's
+/// latest, 1 for a new review's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionDraft {
+    pub id: String,
+    /// Base, base note, head and the files listed with their line counts, without patches: one
+    /// small sealed JSON value, read whenever the review is shown.
+    pub summary_sealed: Vec<u8>,
+    /// The files with their patches (up to [`crate::api::limits::MAX_REVISION_BYTES`]): one
+    /// sealed JSON value, read only when the revision itself is asked for.
+    pub files_sealed: Vec<u8>,
+    pub created: i64,
+}
+
+/// A revision as listed with its review: without its patches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionRow {
+    pub team_id: String,
+    pub review_id: String,
+    pub id: String,
+    pub number: u32,
+    pub summary_sealed: Vec<u8>,
+    pub created: i64,
+}
+
+/// A reviewer of a review, with their sealed name (`None` once the member is removed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReviewerRow {
+    pub member_id: String,
+    /// `pending`, `approved` or `changes_requested`, on the latest revision.
+    pub verdict: String,
+    pub name_sealed: Option<Vec<u8>>,
+}
+
+/// A review with what it is shown with: its repository's sealed key, its author's sealed name
+/// (`None` once the member is removed), its reviewers in the order they were listed, and its
+/// revisions (oldest first) without their patches.
+#[derive(Clone, Debug)]
+pub struct ReviewRecord {
+    pub review: ReviewRow,
+    pub repo_key_sealed: Vec<u8>,
+    pub author_name_sealed: Option<Vec<u8>>,
+    pub reviewers: Vec<ReviewerRow>,
+    pub revisions: Vec<RevisionRow>,
+}
+
+/// Which reviews to read; every condition given must hold.
+#[derive(Clone, Debug, Default)]
+pub struct ReviewFilter {
+    pub ids: Option<Vec<String>>,
+    pub author_id: Option<String>,
+    /// Reviews listing this member as a reviewer.
+    pub reviewer_id: Option<String>,
+    /// Only reviews that are not closed.
+    pub open_only: bool,
+}
+
+/// What an event points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Subject {
+    Codemark,
+    Review,
+}
+
+impl Subject {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Subject::Codemark => "codemark",
+            Subject::Review => "review",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Subject> {
+        match text {
+            "codemark" => Some(Subject::Codemark),
+            "review" => Some(Subject::Review),
+            _ => None,
+        }
+    }
+}
+
+/// One entry of the changes feed: a pointer to a codemark or a review, not its content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventRow {
     pub seq: i64,
-    pub codemark_id: String,
+    pub subject: Subject,
+    /// The codemark's or the review's id.
+    pub id: String,
     pub deleted: bool,
 }
 
@@ -212,7 +321,8 @@ pub enum Write {
     },
     /// Does nothing when the repository is known already.
     InsertRepo(RepoRow),
-    /// [`DbError::Exists`] when the team has a codemark with this id.
+    /// [`DbError::Exists`] when the team has a codemark with this id; [`DbError::NotFound`] when
+    /// it is a review comment and the team has no such review.
     InsertCodemark(CodemarkRow),
     /// Changes what is `Some`; [`DbError::NotFound`] when absent.
     UpdateCodemark {
@@ -236,6 +346,50 @@ pub enum Write {
         codemark_id: String,
         id: String,
     },
+    /// A review with its reviewers (member ids, in order, verdicts pending) and its first
+    /// revision (number 1); [`DbError::Exists`] when the team has a review or a revision with
+    /// one of these ids.
+    InsertReview {
+        review: ReviewRow,
+        reviewers: Vec<String>,
+        revision: RevisionDraft,
+    },
+    /// A revision numbered after the review's latest; every verdict goes back to `pending`.
+    /// [`DbError::NotFound`], [`DbError::Closed`], or [`DbError::Exists`] for a taken revision id.
+    AddRevision {
+        team_id: String,
+        review_id: String,
+        revision: RevisionDraft,
+    },
+    /// A member's verdict on the latest revision; a member not listed becomes a reviewer.
+    /// [`DbError::NotFound`] when the review is absent.
+    SetVerdict {
+        team_id: String,
+        review_id: String,
+        member_id: String,
+        verdict: String,
+        updated: i64,
+    },
+    /// Changes what is `Some`. Replaced reviewers who stay keep their verdicts; new ones start
+    /// `pending`. [`DbError::NotFound`] when absent.
+    UpdateReview {
+        team_id: String,
+        id: String,
+        title_sealed: Option<Vec<u8>>,
+        description_sealed: Option<Vec<u8>>,
+        closed: Option<bool>,
+        reviewers: Option<Vec<String>>,
+        updated: i64,
+    },
+    /// Removes the review, its revisions, its reviewers and verdicts, and its comments (the
+    /// codemarks linked to it) with their replies. `comments` are the comment ids the batch's
+    /// events were made for: [`DbError::Changed`] when the review's comments are others now.
+    /// [`DbError::NotFound`] when absent.
+    DeleteReview {
+        team_id: String,
+        id: String,
+        comments: Vec<String>,
+    },
     /// Removes every row of the team from the data (not its audit entries, which hold no
     /// personal data, and not its key: see [`Storage::delete_team_key`]).
     DeleteTeam {
@@ -243,11 +397,12 @@ pub enum Write {
     },
 }
 
-/// A codemark changed (or was deleted): an event for the changes feed.
+/// A codemark or a review changed (or was deleted): an event for the changes feed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventDraft {
     pub team_id: String,
-    pub codemark_id: String,
+    pub subject: Subject,
+    pub id: String,
     pub deleted: bool,
 }
 
@@ -276,6 +431,7 @@ pub struct Stats {
     pub teams: i64,
     pub members: i64,
     pub codemarks: i64,
+    pub reviews: i64,
     pub events: i64,
 }
 
@@ -313,6 +469,13 @@ pub trait Storage: Send + Sync + 'static {
     fn threads(&self, team_id: &str, filter: ThreadFilter) -> DbFuture<'_, Vec<Thread>>;
     /// Replies a member wrote, with the author's sealed name.
     fn replies_by(&self, team_id: &str, author_id: &str) -> DbFuture<'_, Vec<(ReplyRow, Option<Vec<u8>>)>>;
+
+    /// Reviews, newest first (by creation).
+    fn reviews(&self, team_id: &str, filter: ReviewFilter) -> DbFuture<'_, Vec<ReviewRecord>>;
+    /// One revision of a review, by number, with its sealed files (patches).
+    fn revision(&self, team_id: &str, review_id: &str, number: u32) -> DbFuture<'_, Option<(RevisionRow, Vec<u8>)>>;
+    /// The ids of a review's comments (the codemarks linked to it).
+    fn review_comments(&self, team_id: &str, review_id: &str) -> DbFuture<'_, Vec<String>>;
 
     /// Up to `limit` events after `after`, oldest first.
     fn events(&self, team_id: &str, after: i64, limit: usize) -> DbFuture<'_, Vec<EventRow>>;

@@ -16,7 +16,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Transaction, Transactio
 
 use super::{
     AuthRow, Batch, CodemarkRow, Committed, DbError, DbFuture, EventRow, IdempotencyRow, InviteRow, MemberRow,
-    ReplyRow, RepoRow, Stats, Storage, TeamRow, Thread, ThreadFilter, TokenRow, Write,
+    ReplyRow, RepoRow, ReviewFilter, ReviewRecord, ReviewRow, ReviewerRow, RevisionDraft, RevisionRow, Stats, Storage,
+    Subject, TeamRow, Thread, ThreadFilter, TokenRow, Write,
 };
 use crate::api::Role;
 use crate::server::audit;
@@ -30,7 +31,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reads running at once, each on its own connection (kept open, with its cached statements).
 /// More would only queue blocking threads for the same cores; requests beyond wait their turn.
 const READERS: usize = 4;
-/// Prepared statements kept per connection (the writer uses about 30 distinct ones).
+/// Prepared statements kept per connection (the writer uses about 45 distinct ones).
 const STATEMENT_CACHE: usize = 64;
 
 /// `PRAGMA application_id` of `server.db` ("MRGS") and `keys.db` ("MRGK"); the local store is "MRGN".
@@ -156,6 +157,60 @@ const DATA_MIGRATIONS: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;",
+    // 2: feedback requests (reviews) with their revisions and reviewers, review comments' links
+    //    on codemarks, and events that point at reviews. Only additions: version 1's rows, and
+    //    the event sequence numbers clients hold as cursors, stay as they are.
+    "CREATE TABLE reviews (
+        team_id            TEXT NOT NULL,
+        id                 TEXT NOT NULL,
+        repo_id            TEXT NOT NULL,
+        author_id          TEXT NOT NULL,
+        title_sealed       BLOB NOT NULL,
+        description_sealed BLOB NOT NULL,
+        closed             INTEGER NOT NULL,
+        created            INTEGER NOT NULL,
+        updated            INTEGER NOT NULL,
+        PRIMARY KEY (team_id, id),
+        FOREIGN KEY (team_id, repo_id) REFERENCES repos(team_id, id)
+    ) STRICT;
+    CREATE INDEX reviews_created ON reviews(team_id, created);
+    CREATE INDEX reviews_author ON reviews(team_id, author_id);
+
+    -- files_sealed comes last: listing reads the columns before it and never the overflow pages
+    -- of up to 16 MiB of patches.
+    CREATE TABLE revisions (
+        team_id        TEXT NOT NULL,
+        review_id      TEXT NOT NULL,
+        number         INTEGER NOT NULL, -- 1, 2, ... within the review
+        id             TEXT NOT NULL,
+        created        INTEGER NOT NULL,
+        summary_sealed BLOB NOT NULL,    -- base, base note, head, files listed with line counts
+        files_sealed   BLOB NOT NULL,    -- the files with their patches, one sealed JSON value
+        PRIMARY KEY (team_id, review_id, number),
+        UNIQUE (team_id, id),
+        FOREIGN KEY (team_id, review_id) REFERENCES reviews(team_id, id) ON DELETE CASCADE
+    ) STRICT;
+
+    CREATE TABLE reviewers (
+        team_id   TEXT NOT NULL,
+        review_id TEXT NOT NULL,
+        member_id TEXT NOT NULL,
+        position  INTEGER NOT NULL, -- the order they were listed in
+        verdict   TEXT NOT NULL CHECK (verdict IN ('pending', 'approved', 'changes_requested')),
+        PRIMARY KEY (team_id, review_id, member_id),
+        FOREIGN KEY (team_id, review_id) REFERENCES reviews(team_id, id) ON DELETE CASCADE
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX reviewers_member ON reviewers(team_id, member_id);
+
+    -- A review comment is a codemark: its review in the clear (for deleting the review's
+    -- comments with it), its whole link (revision, path, side) sealed.
+    ALTER TABLE codemarks ADD COLUMN review_id TEXT;
+    ALTER TABLE codemarks ADD COLUMN review_sealed BLOB;
+    CREATE INDEX codemarks_review ON codemarks(team_id, review_id) WHERE review_id IS NOT NULL;
+
+    -- What an event points at; for a review, `codemark_id` holds the review's id (the column
+    -- keeps its name: renaming it would rewrite version 1's table).
+    ALTER TABLE events ADD COLUMN kind TEXT NOT NULL DEFAULT 'codemark' CHECK (kind IN ('codemark', 'review'));",
 ];
 
 /// `keys.db`'s schema.
@@ -408,8 +463,8 @@ impl Inner {
         for e in batch.events {
             exec(
                 tx,
-                "INSERT INTO events (team_id, codemark_id, deleted) VALUES (?1, ?2, ?3)",
-                params![e.team_id, e.codemark_id, e.deleted],
+                "INSERT INTO events (team_id, codemark_id, kind, deleted) VALUES (?1, ?2, ?3, ?4)",
+                params![e.team_id, e.id, e.subject.as_str(), e.deleted],
             )
             .map_err(&sql)?;
             committed.events.push((e.team_id, tx.last_insert_rowid()));
@@ -564,11 +619,16 @@ fn apply_write(tx: &Connection, w: Write) -> Result<(), Applied> {
             if exists(tx, "SELECT 1 FROM codemarks WHERE team_id = ?1 AND id = ?2", params![c.team_id, c.id])? {
                 return Err(Applied::Db(DbError::Exists));
             }
+            if let Some(review) = &c.review_id
+                && !review_exists(tx, &c.team_id, review)?
+            {
+                return Err(Applied::Db(DbError::NotFound));
+            }
             exec(
                 tx,
                 "INSERT INTO codemarks (team_id, id, repo_id, kind, status, author_id, title_sealed, body_sealed,
-                                        anchors_sealed, created, updated)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                        anchors_sealed, created, updated, review_id, review_sealed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     c.team_id,
                     c.id,
@@ -580,7 +640,9 @@ fn apply_write(tx: &Connection, w: Write) -> Result<(), Applied> {
                     c.body_sealed,
                     c.anchors_sealed,
                     c.created,
-                    c.updated
+                    c.updated,
+                    c.review_id,
+                    c.review_sealed
                 ],
             )?;
         }
@@ -632,13 +694,186 @@ fn apply_write(tx: &Connection, w: Write) -> Result<(), Applied> {
                 params![team_id, codemark_id, id],
             )?)?;
         }
+        Write::InsertReview { review: v, reviewers, revision } => {
+            if review_exists(tx, &v.team_id, &v.id)? {
+                return Err(Applied::Db(DbError::Exists));
+            }
+            exec(
+                tx,
+                "INSERT INTO reviews (team_id, id, repo_id, author_id, title_sealed, description_sealed, closed,
+                                      created, updated)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    v.team_id,
+                    v.id,
+                    v.repo_id,
+                    v.author_id,
+                    v.title_sealed,
+                    v.description_sealed,
+                    v.closed,
+                    v.created,
+                    v.updated
+                ],
+            )?;
+            set_reviewers(tx, &v.team_id, &v.id, &reviewers)?;
+            insert_revision(tx, &v.team_id, &v.id, 1, revision)?;
+        }
+        Write::AddRevision { team_id, review_id, revision } => {
+            let closed: Option<bool> = row(
+                tx,
+                "SELECT closed FROM reviews WHERE team_id = ?1 AND id = ?2",
+                params![team_id, review_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+            match closed {
+                None => return Err(Applied::Db(DbError::NotFound)),
+                Some(true) => return Err(Applied::Db(DbError::Closed)),
+                Some(false) => {}
+            }
+            let latest: u32 = row(
+                tx,
+                "SELECT coalesce(max(number), 0) FROM revisions WHERE team_id = ?1 AND review_id = ?2",
+                params![team_id, review_id],
+                |r| r.get(0),
+            )?;
+            let updated = revision.created;
+            insert_revision(tx, &team_id, &review_id, latest + 1, revision)?;
+            exec(
+                tx,
+                "UPDATE reviewers SET verdict = 'pending' WHERE team_id = ?1 AND review_id = ?2",
+                params![team_id, review_id],
+            )?;
+            touch_review(tx, &team_id, &review_id, updated)?;
+        }
+        Write::SetVerdict { team_id, review_id, member_id, verdict, updated } => {
+            if !review_exists(tx, &team_id, &review_id)? {
+                return Err(Applied::Db(DbError::NotFound));
+            }
+            exec(
+                tx,
+                "INSERT INTO reviewers (team_id, review_id, member_id, position, verdict)
+                 VALUES (?1, ?2, ?3,
+                         (SELECT coalesce(max(position), -1) + 1 FROM reviewers WHERE team_id = ?1 AND review_id = ?2),
+                         ?4)
+                 ON CONFLICT (team_id, review_id, member_id) DO UPDATE SET verdict = excluded.verdict",
+                params![team_id, review_id, member_id, verdict],
+            )?;
+            touch_review(tx, &team_id, &review_id, updated)?;
+        }
+        Write::UpdateReview { team_id, id, title_sealed, description_sealed, closed, reviewers, updated } => {
+            must_change(exec(
+                tx,
+                "UPDATE reviews SET
+                    title_sealed = coalesce(?3, title_sealed),
+                    description_sealed = coalesce(?4, description_sealed),
+                    closed = coalesce(?5, closed),
+                    updated = max(updated, ?6)
+                 WHERE team_id = ?1 AND id = ?2",
+                params![team_id, id, title_sealed, description_sealed, closed, updated],
+            )?)?;
+            if let Some(reviewers) = reviewers {
+                set_reviewers(tx, &team_id, &id, &reviewers)?;
+            }
+        }
+        Write::DeleteReview { team_id, id, comments } => {
+            if !review_exists(tx, &team_id, &id)? {
+                return Err(Applied::Db(DbError::NotFound));
+            }
+            let mut now = review_comment_ids(tx, &team_id, &id)?;
+            let mut expected = comments;
+            now.sort();
+            expected.sort();
+            if now != expected {
+                return Err(Applied::Db(DbError::Changed));
+            }
+            for c in &now {
+                exec(tx, "DELETE FROM replies WHERE team_id = ?1 AND codemark_id = ?2", params![team_id, c])?;
+            }
+            exec(tx, "DELETE FROM codemarks WHERE team_id = ?1 AND review_id = ?2", params![team_id, id])?;
+            exec(tx, "DELETE FROM reviewers WHERE team_id = ?1 AND review_id = ?2", params![team_id, id])?;
+            exec(tx, "DELETE FROM revisions WHERE team_id = ?1 AND review_id = ?2", params![team_id, id])?;
+            exec(tx, "DELETE FROM reviews WHERE team_id = ?1 AND id = ?2", params![team_id, id])?;
+        }
         Write::DeleteTeam { team_id } => {
-            for table in ["events", "idempotency", "replies", "codemarks", "repos", "invites", "tokens", "members"] {
+            for table in [
+                "events",
+                "idempotency",
+                "replies",
+                "codemarks",
+                "reviewers",
+                "revisions",
+                "reviews",
+                "repos",
+                "invites",
+                "tokens",
+                "members",
+            ] {
                 exec(tx, &format!("DELETE FROM {table} WHERE team_id = ?1"), params![team_id])?;
             }
             must_change(exec(tx, "DELETE FROM teams WHERE id = ?1", params![team_id])?)?;
         }
     }
+    Ok(())
+}
+
+fn review_exists(tx: &Connection, team_id: &str, id: &str) -> rusqlite::Result<bool> {
+    exists(tx, "SELECT 1 FROM reviews WHERE team_id = ?1 AND id = ?2", params![team_id, id])
+}
+
+fn review_comment_ids(tx: &Connection, team_id: &str, review_id: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = tx.prepare_cached("SELECT id FROM codemarks WHERE team_id = ?1 AND review_id = ?2 ORDER BY id")?;
+    stmt.query_map(params![team_id, review_id], |r| r.get(0))?.collect()
+}
+
+fn touch_review(tx: &Connection, team_id: &str, id: &str, updated: i64) -> rusqlite::Result<()> {
+    exec(
+        tx,
+        "UPDATE reviews SET updated = max(updated, ?3) WHERE team_id = ?1 AND id = ?2",
+        params![team_id, id, updated],
+    )
+    .map(drop)
+}
+
+/// Makes `members` the review's reviewers, in this order: those who stay keep their verdicts,
+/// new ones start pending, the others are dropped.
+fn set_reviewers(tx: &Connection, team_id: &str, review_id: &str, members: &[String]) -> rusqlite::Result<()> {
+    let mut stmt = tx.prepare_cached("SELECT member_id FROM reviewers WHERE team_id = ?1 AND review_id = ?2")?;
+    let present: Vec<String> = stmt.query_map(params![team_id, review_id], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for gone in present.iter().filter(|p| !members.contains(p)) {
+        exec(
+            tx,
+            "DELETE FROM reviewers WHERE team_id = ?1 AND review_id = ?2 AND member_id = ?3",
+            params![team_id, review_id, gone],
+        )?;
+    }
+    for (position, member) in members.iter().enumerate() {
+        exec(
+            tx,
+            "INSERT INTO reviewers (team_id, review_id, member_id, position, verdict) VALUES (?1, ?2, ?3, ?4, 'pending')
+             ON CONFLICT (team_id, review_id, member_id) DO UPDATE SET position = excluded.position",
+            params![team_id, review_id, member, position as i64],
+        )?;
+    }
+    Ok(())
+}
+
+fn insert_revision(
+    tx: &Connection,
+    team_id: &str,
+    review_id: &str,
+    number: u32,
+    r: RevisionDraft,
+) -> Result<(), Applied> {
+    if exists(tx, "SELECT 1 FROM revisions WHERE team_id = ?1 AND id = ?2", params![team_id, r.id])? {
+        return Err(Applied::Db(DbError::Exists));
+    }
+    exec(
+        tx,
+        "INSERT INTO revisions (team_id, review_id, number, id, created, summary_sealed, files_sealed)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![team_id, review_id, number, r.id, r.created, r.summary_sealed, r.files_sealed],
+    )?;
     Ok(())
 }
 
@@ -709,7 +944,8 @@ fn repo_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RepoRow> {
 
 /// A codemark with its repository key and author name; replies are read separately.
 const THREAD_SELECT: &str = "SELECT c.team_id, c.id, c.repo_id, c.kind, c.status, c.author_id, c.title_sealed,
-        c.body_sealed, c.anchors_sealed, c.created, c.updated, r.key_sealed, m.name_sealed
+        c.body_sealed, c.anchors_sealed, c.created, c.updated, r.key_sealed, m.name_sealed, c.review_id,
+        c.review_sealed
     FROM codemarks c
     JOIN repos r ON r.team_id = c.team_id AND r.id = c.repo_id
     LEFT JOIN members m ON m.team_id = c.team_id AND m.id = c.author_id";
@@ -727,6 +963,8 @@ fn thread_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Thread> {
             anchors_sealed: r.get(8)?,
             created: r.get(9)?,
             updated: r.get(10)?,
+            review_id: r.get(13)?,
+            review_sealed: r.get(14)?,
         },
         repo_key_sealed: r.get(11)?,
         author_name_sealed: r.get(12)?,
@@ -782,6 +1020,95 @@ fn read_threads(tx: &Connection, team_id: &str, filter: &ThreadFilter) -> rusqli
         t.replies = stmt.query_map(params![team_id, t.codemark.id], reply_row)?.collect::<rusqlite::Result<_>>()?;
     }
     Ok(threads)
+}
+
+/// A review with its repository key and author name; reviewers and revisions are read
+/// separately.
+const REVIEW_SELECT: &str = "SELECT v.team_id, v.id, v.repo_id, v.author_id, v.title_sealed, v.description_sealed,
+        v.closed, v.created, v.updated, r.key_sealed, m.name_sealed
+    FROM reviews v
+    JOIN repos r ON r.team_id = v.team_id AND r.id = v.repo_id
+    LEFT JOIN members m ON m.team_id = v.team_id AND m.id = v.author_id";
+fn review_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReviewRecord> {
+    Ok(ReviewRecord {
+        review: ReviewRow {
+            team_id: r.get(0)?,
+            id: r.get(1)?,
+            repo_id: r.get(2)?,
+            author_id: r.get(3)?,
+            title_sealed: r.get(4)?,
+            description_sealed: r.get(5)?,
+            closed: r.get(6)?,
+            created: r.get(7)?,
+            updated: r.get(8)?,
+        },
+        repo_key_sealed: r.get(9)?,
+        author_name_sealed: r.get(10)?,
+        reviewers: Vec::new(),
+        revisions: Vec::new(),
+    })
+}
+
+/// A revision without its files (the column after these is never read here).
+const REVISION_COLUMNS: &str = "team_id, review_id, id, number, summary_sealed, created";
+fn revision_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RevisionRow> {
+    Ok(RevisionRow {
+        team_id: r.get(0)?,
+        review_id: r.get(1)?,
+        id: r.get(2)?,
+        number: r.get(3)?,
+        summary_sealed: r.get(4)?,
+        created: r.get(5)?,
+    })
+}
+
+fn read_reviews(tx: &Connection, team_id: &str, filter: &ReviewFilter) -> rusqlite::Result<Vec<ReviewRecord>> {
+    let mut reviews: Vec<ReviewRecord> = Vec::new();
+    match &filter.ids {
+        Some(ids) => {
+            let mut stmt = tx.prepare_cached(&format!("{REVIEW_SELECT} WHERE v.team_id = ?1 AND v.id = ?2"))?;
+            for id in ids {
+                if let Some(v) = stmt.query_row(params![team_id, id], review_row).optional()? {
+                    reviews.push(v);
+                }
+            }
+        }
+        None => {
+            let mut stmt = tx.prepare_cached(&format!(
+                "{REVIEW_SELECT} WHERE v.team_id = ?1 AND (?2 IS NULL OR v.author_id = ?2)
+                   AND (?3 IS NULL OR EXISTS (SELECT 1 FROM reviewers w
+                        WHERE w.team_id = v.team_id AND w.review_id = v.id AND w.member_id = ?3))
+                   AND (NOT ?4 OR v.closed = 0)
+                 ORDER BY v.created DESC, v.id DESC"
+            ))?;
+            reviews = stmt
+                .query_map(params![team_id, filter.author_id, filter.reviewer_id, filter.open_only], review_row)?
+                .collect::<rusqlite::Result<_>>()?;
+        }
+    }
+    let mut reviewers = tx.prepare_cached(
+        "SELECT w.member_id, w.verdict, m.name_sealed FROM reviewers w
+         LEFT JOIN members m ON m.team_id = w.team_id AND m.id = w.member_id
+         WHERE w.team_id = ?1 AND w.review_id = ?2 ORDER BY w.position, w.member_id",
+    )?;
+    let mut revisions = tx.prepare_cached(&format!(
+        "SELECT {REVISION_COLUMNS} FROM revisions WHERE team_id = ?1 AND review_id = ?2 ORDER BY number"
+    ))?;
+    for v in &mut reviews {
+        v.reviewers = reviewers
+            .query_map(params![team_id, v.review.id], |r| {
+                Ok(ReviewerRow { member_id: r.get(0)?, verdict: r.get(1)?, name_sealed: r.get(2)? })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        v.revisions =
+            revisions.query_map(params![team_id, v.review.id], revision_row)?.collect::<rusqlite::Result<_>>()?;
+    }
+    reviews.retain(|v| {
+        filter.author_id.as_ref().is_none_or(|a| *a == v.review.author_id)
+            && filter.reviewer_id.as_ref().is_none_or(|m| v.reviewers.iter().any(|w| w.member_id == *m))
+            && (!filter.open_only || !v.review.closed)
+    });
+    Ok(reviews)
 }
 
 fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<audit::Entry> {
@@ -1010,14 +1337,49 @@ impl Storage for SqliteStorage {
         })
     }
 
+    fn reviews(&self, team_id: &str, filter: ReviewFilter) -> DbFuture<'_, Vec<ReviewRecord>> {
+        let team_id = team_id.to_owned();
+        self.read("could not read reviews", move |tx| read_reviews(tx, &team_id, &filter))
+    }
+
+    fn revision(&self, team_id: &str, review_id: &str, number: u32) -> DbFuture<'_, Option<(RevisionRow, Vec<u8>)>> {
+        let (team_id, review_id) = (team_id.to_owned(), review_id.to_owned());
+        self.read("could not read a revision", move |tx| {
+            row(
+                tx,
+                &format!(
+                    "SELECT {REVISION_COLUMNS}, files_sealed FROM revisions
+                     WHERE team_id = ?1 AND review_id = ?2 AND number = ?3"
+                ),
+                params![team_id, review_id, number],
+                |r| Ok((revision_row(r)?, r.get(6)?)),
+            )
+            .optional()
+        })
+    }
+
+    fn review_comments(&self, team_id: &str, review_id: &str) -> DbFuture<'_, Vec<String>> {
+        let (team_id, review_id) = (team_id.to_owned(), review_id.to_owned());
+        self.read("could not read a review's comments", move |tx| review_comment_ids(tx, &team_id, &review_id))
+    }
+
     fn events(&self, team_id: &str, after: i64, limit: usize) -> DbFuture<'_, Vec<EventRow>> {
         let team_id = team_id.to_owned();
         self.read("could not read events", move |tx| {
             let mut stmt = tx.prepare_cached(
-                "SELECT seq, codemark_id, deleted FROM events WHERE team_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+                "SELECT seq, kind, codemark_id, deleted FROM events WHERE team_id = ?1 AND seq > ?2
+                 ORDER BY seq LIMIT ?3",
             )?;
             stmt.query_map(params![team_id, after, limit as i64], |r| {
-                Ok(EventRow { seq: r.get(0)?, codemark_id: r.get(1)?, deleted: r.get(2)? })
+                let kind: String = r.get(1)?;
+                let subject = Subject::parse(&kind).ok_or_else(|| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        1,
+                        rusqlite::types::Type::Text,
+                        format!("an event of unknown kind `{kind}`").into(),
+                    )
+                })?;
+                Ok(EventRow { seq: r.get(0)?, subject, id: r.get(2)?, deleted: r.get(3)? })
             })?
             .collect()
         })
@@ -1076,9 +1438,18 @@ impl Storage for SqliteStorage {
             row(
                 tx,
                 "SELECT (SELECT count(*) FROM teams), (SELECT count(*) FROM members),
-                        (SELECT count(*) FROM codemarks), (SELECT coalesce(max(seq), 0) FROM events)",
+                        (SELECT count(*) FROM codemarks), (SELECT count(*) FROM reviews),
+                        (SELECT coalesce(max(seq), 0) FROM events)",
                 [],
-                |r| Ok(Stats { teams: r.get(0)?, members: r.get(1)?, codemarks: r.get(2)?, events: r.get(3)? }),
+                |r| {
+                    Ok(Stats {
+                        teams: r.get(0)?,
+                        members: r.get(1)?,
+                        codemarks: r.get(2)?,
+                        reviews: r.get(3)?,
+                        events: r.get(4)?,
+                    })
+                },
             )
         })
     }
@@ -1223,5 +1594,54 @@ pub fn tune_process() {
     let rc = unsafe { rusqlite::ffi::sqlite3_config(rusqlite::ffi::SQLITE_CONFIG_MEMSTATUS, 0 as std::ffi::c_int) };
     if rc != rusqlite::ffi::SQLITE_OK {
         tracing::debug!("SQLite memory statistics stay on (sqlite3_config answered {rc})");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A data file as version 1 of the schema left it: a team with a codemark and its events.
+    fn version_1_file(dir: &Path) {
+        let c = Connection::open(dir.join(DATA_FILE)).unwrap();
+        c.execute_batch(DATA_MIGRATIONS[0]).unwrap();
+        c.pragma_update(None, "application_id", DATA_APP_ID).unwrap();
+        c.pragma_update(None, "user_version", 1).unwrap();
+        c.execute_batch(
+            "INSERT INTO teams VALUES ('t', x'00', x'01', 1);
+             INSERT INTO repos VALUES ('t', 'r', x'02', x'03', 1);
+             INSERT INTO codemarks VALUES ('t', 'c', 'r', 'comment', 'open', 'm', NULL, x'04', x'05', 1, 1);
+             INSERT INTO events (team_id, codemark_id, deleted) VALUES ('t', 'c', 0), ('t', 'gone', 1);
+             DELETE FROM events WHERE seq = 1;
+             INSERT INTO events (team_id, codemark_id, deleted) VALUES ('t', 'c', 0);",
+        )
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_version_1_file_is_upgraded_in_place_and_its_cursors_still_point_where_they_did() {
+        let dir = tempfile::tempdir().unwrap();
+        version_1_file(dir.path());
+        let storage = SqliteStorage::open(dir.path()).unwrap();
+        let events = storage.events("t", 0, 10).await.unwrap();
+        let seen: Vec<(i64, Subject, &str, bool)> =
+            events.iter().map(|e| (e.seq, e.subject, e.id.as_str(), e.deleted)).collect();
+        assert_eq!(seen, [(2, Subject::Codemark, "gone", true), (3, Subject::Codemark, "c", false)]);
+        let threads = storage.threads("t", ThreadFilter::default()).await.unwrap();
+        assert_eq!(threads.len(), 1);
+        assert_eq!((threads[0].codemark.review_id.as_ref(), threads[0].codemark.review_sealed.as_ref()), (None, None));
+
+        // The next event continues the sequence (AUTOINCREMENT survives the upgrade).
+        let draft =
+            super::super::EventDraft { team_id: "t".into(), subject: Subject::Review, id: "v".into(), deleted: true };
+        let committed = storage.commit(Batch { events: vec![draft], ..Batch::default() }).await.unwrap();
+        assert_eq!(committed.events, [("t".to_string(), 4)]);
+        let after = storage.events("t", 3, 10).await.unwrap();
+        assert_eq!((after[0].subject, after[0].id.as_str()), (Subject::Review, "v"));
+        drop(storage);
+
+        let c = Connection::open(dir.path().join(DATA_FILE)).unwrap();
+        let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, DATA_MIGRATIONS.len() as i64);
     }
 }

@@ -229,6 +229,22 @@ fn a_reviewer_rebuilds_the_authors_work_byte_for_byte_and_the_comment_reaches_th
         (Some(3), Some(4), Some("intact"))
     );
 
+    // Ann changes the work again and amends the request; Bob reads only what changed since.
+    author.write("src/tax.rs", author.read("src/tax.rs").replace("tax line 5 does", "tax line 5 also does"));
+    let out = run(author.path(), ann_data.path(), &ann_env, &["review", "amend", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Its base is now Ann's pushed commit, which Bob has not fetched: he is told so, not shown
+    // a wrong diff.
+    let out = run(reviewer.path(), bob_data.path(), &bob_env, &["review", "show", &id, "--since", "1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("is not in this repository; fetch it"), "{}", stderr(&out));
+    reviewer.git(&["fetch", "-q", "origin"]);
+    let out = run(reviewer.path(), bob_data.path(), &bob_env, &["review", "show", &id, "--since", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let since = stdout(&out);
+    assert!(since.contains("+tax line 5 also does"), "{since}");
+    assert!(!since.contains("cart line 4"), "what Bob read already is not shown again:\n{since}");
+
     // Bob approves; Ann sees it.
     let out = run(reviewer.path(), bob_data.path(), &bob_env, &["review", "approve", &id]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -89,6 +89,9 @@ Examples:
         /// A revision other than the latest.
         #[arg(long, value_name = "N")]
         revision: Option<u32>,
+        /// Only what changed since revision N (the one you read last).
+        #[arg(long, value_name = "N", conflicts_with = "revision")]
+        since: Option<u32>,
     },
     /// Write the proposed tree into a new folder, leaving your working copy as it is.
     Checkout {
@@ -217,11 +220,31 @@ pub fn run(a: ReviewArgs) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Verb::Show { id, revision } => {
+        Verb::Show { id, revision, since } => {
             let repo = open(&a.repo)?;
             let review = rt.block_on(reviews::get(&client, &id))?;
             let rev = rt.block_on(reviews::revision(&client, &review, revision))?;
             let files = rebuild::rebuild(&repo, &rev)?;
+            if let Some(n) = since {
+                if n >= rev.number {
+                    bail!("revision {n} is the latest ({}); nothing came since", rev.number);
+                }
+                let earlier = rt.block_on(reviews::revision(&client, &review, Some(n)))?;
+                let earlier_files = rebuild::rebuild(&repo, &earlier)?;
+                let diff = rebuild::interdiff(&repo, (&earlier, &earlier_files), (&rev, &files))?;
+                if a.json {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(
+                            &json!({"review": review.id, "since": n, "revision": rev.number, "diff": diff})
+                        )?
+                    );
+                } else {
+                    eprintln!("{}: what changed from revision {n} to revision {}", review.title, rev.number);
+                    print!("{diff}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             if a.json {
                 let v = json!({
                     "review": review,

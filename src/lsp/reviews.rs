@@ -152,6 +152,10 @@ struct OpenArgs {
     id: String,
     #[serde(default)]
     revision: Option<u32>,
+    /// The revision the reviewer read last: the answer adds `since`, the unified diff of what
+    /// changed from it.
+    #[serde(default)]
+    since: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -205,7 +209,22 @@ impl Backend {
             OPEN => {
                 let a: OpenArgs = args(OPEN, arg)?;
                 let opened = self.open_review(&st, &a.id, a.revision).await?;
-                Ok(opened_json(&opened))
+                let mut v = opened_json(&opened);
+                if let Some(n) = a.since.filter(|n| *n < opened.revision.number) {
+                    let earlier = self.open_review(&st, &a.id, Some(n)).await?;
+                    let root = self.root_of(&opened.review.repo)?;
+                    let (e, l) = (earlier.clone(), opened.clone());
+                    let diff = blocking(move || -> std::result::Result<String, String> {
+                        let repo = Repo::open(&root).map_err(|e| e.to_string())?;
+                        rebuild::interdiff(&repo, (&e.revision, &e.files), (&l.revision, &l.files))
+                            .map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(internal)?
+                    .map_err(invalid)?;
+                    v["since"] = json!({ "revision": n, "diff": diff });
+                }
+                Ok(v)
             }
             COMMENT => self.review_comment(args(COMMENT, arg)?).await,
             APPROVE | REQUEST_CHANGES => {
@@ -335,6 +354,13 @@ impl Backend {
             .ok_or_else(|| invalid("no repository is open in this workspace"))
     }
 
+    /// The working tree of the repository with this key, open in the workspace.
+    fn root_of(&self, key: &str) -> Result<std::path::PathBuf> {
+        let work = lock(&self.shared.work);
+        let root = work.repos.iter().find(|r| r.key == key && !r.gone).map(|r| r.root.clone());
+        root.ok_or_else(|| invalid(format!("the review is of repository {key}, which is not open in this workspace")))
+    }
+
     /// Fetches and rebuilds a revision (the latest without `revision`), remembered for the
     /// session.
     async fn open_review(&self, st: &Arc<SyncState>, id: &str, revision: Option<u32>) -> Result<Arc<Opened>> {
@@ -345,13 +371,7 @@ impl Backend {
         }
         let review = reviews::get(st.client(), id).await.map_err(sync_err)?;
         let rev = reviews::revision(st.client(), &review, revision).await.map_err(sync_err)?;
-        let root = {
-            let work = lock(&self.shared.work);
-            work.repos.iter().find(|r| r.key == review.repo && !r.gone).map(|r| r.root.clone())
-        };
-        let root = root.ok_or_else(|| {
-            invalid(format!("the review is of repository {}, which is not open in this workspace", review.repo))
-        })?;
+        let root = self.root_of(&review.repo)?;
         let rev2 = rev.clone();
         let files = blocking(move || -> std::result::Result<Vec<rebuild::FileView>, String> {
             let repo = Repo::open(&root).map_err(|e| e.to_string())?;

@@ -177,6 +177,72 @@ pub fn unified(files: &[FileView]) -> String {
     out
 }
 
+/// What changed between two rebuilt revisions of one request, as a unified diff of their
+/// proposed trees: what a reviewer who read `earlier` has left to read. The revisions may sit on
+/// different bases (the author pushed, or rebased, in between): a file a revision does not
+/// change is read from its base.
+pub fn interdiff(
+    repo: &Repo,
+    earlier: (&api::Revision, &[FileView]),
+    later: (&api::Revision, &[FileView]),
+) -> Result<String, RebuildError> {
+    let mut paths: Vec<&str> = earlier
+        .1
+        .iter()
+        .chain(later.1)
+        .flat_map(|f| f.old_path.iter().chain(&f.new_path))
+        .map(String::as_str)
+        .collect();
+    paths.sort_unstable();
+    paths.dedup();
+    let mut out = String::new();
+    for p in paths {
+        let (old, new) = (proposed(repo, earlier, p)?, proposed(repo, later, p)?);
+        if old == new {
+            continue;
+        }
+        if matches!(old, Proposed::Binary) || matches!(new, Proposed::Binary) {
+            out.push_str(&format!("diff --git a/{p} b/{p}\nBinary file {p} (not sent)\n"));
+            continue;
+        }
+        let text = |x: &Proposed| if let Proposed::Text(t) = x { t.clone() } else { String::new() };
+        let Some(patch) = patch::make(&text(&old), &text(&new)) else { continue };
+        let from = if matches!(old, Proposed::Absent) { "/dev/null".to_owned() } else { format!("a/{p}") };
+        let to = if matches!(new, Proposed::Absent) { "/dev/null".to_owned() } else { format!("b/{p}") };
+        out.push_str(&format!("diff --git a/{p} b/{p}\n--- {from}\n+++ {to}\n{patch}"));
+    }
+    Ok(out)
+}
+
+/// A path in a revision's proposed tree.
+#[derive(Debug, PartialEq, Eq)]
+enum Proposed {
+    Absent,
+    Binary,
+    Text(String),
+}
+
+fn proposed(repo: &Repo, (rev, files): (&api::Revision, &[FileView]), path: &str) -> Result<Proposed, RebuildError> {
+    if let Some(f) = files.iter().find(|f| f.new_path.as_deref() == Some(path)) {
+        return Ok(match &f.new_text {
+            Some(t) => Proposed::Text(t.clone()),
+            None => Proposed::Binary,
+        });
+    }
+    if files.iter().any(|f| f.old_path.as_deref() == Some(path)) {
+        return Ok(Proposed::Absent);
+    }
+    let missing = || RebuildError::MissingBase { base: rev.base.clone(), note: rev.base_note.clone() };
+    let base = repo.commit(&rev.base).map_err(|_| missing())?.ok_or_else(missing)?;
+    Ok(match repo.blob_at(base, path)? {
+        Some(blob) => match String::from_utf8(repo.blob_bytes(blob)?) {
+            Ok(t) => Proposed::Text(t),
+            Err(_) => Proposed::Binary,
+        },
+        None => Proposed::Absent,
+    })
+}
+
 /// What [`checkout`] wrote.
 #[derive(Debug, Default)]
 pub struct Written {

@@ -369,3 +369,92 @@ fn hostile_patches_are_refused_and_leave_no_file_behind() {
     assert_eq!(std::fs::read_dir(&target).unwrap().count(), 0, "nothing went through the link");
     assert_eq!(status(reviewer.path()), before, "the reviewer's checkout is untouched");
 }
+
+#[test]
+fn the_editor_asks_for_a_review_and_the_reviewer_reads_and_comments_in_virtual_documents() {
+    use common::lsp::{Lsp, lines_of, range_json};
+    use serde_json::json;
+
+    let server = Served::start();
+    let (ann, bob) = (server.member("shop", "Ann", "admin"), server.member("shop", "Bob", "member"));
+    let up = upstream();
+    let author = Scratch::clone_of(&up, &[]);
+    let reviewer = Scratch::clone_of(&up, &[]);
+    author_work(&author);
+    let (ann_data, bob_data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let ca = server.trust().1;
+    let ann_env = [
+        ("MARGINALIA_SERVER", server.url.as_str()),
+        ("MARGINALIA_TOKEN", ann.as_str()),
+        ("MARGINALIA_CA_CERT", ca.as_str()),
+    ];
+    let bob_env = [
+        ("MARGINALIA_SERVER", server.url.as_str()),
+        ("MARGINALIA_TOKEN", bob.as_str()),
+        ("MARGINALIA_CA_CERT", ca.as_str()),
+    ];
+
+    let mut ann_lsp = Lsp::start_with(author.path(), ann_data.path(), &ann_env);
+    ann_lsp.initialize(author.path(), false, json!({}));
+    // The sync client starts after the first placement; wait until a command finds it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let asked = loop {
+        match ann_lsp.command("marginalia.review.request", json!({"title": "Better cart", "reviewers": ["Bob"]})) {
+            Ok(v) => break v,
+            Err(e) if e["message"].as_str().unwrap_or("").contains("need a team server") => {
+                assert!(std::time::Instant::now() < deadline, "the editor never signed in");
+                ann_lsp.settle(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(asked["state"], "queued");
+    assert_eq!(asked["binary"], json!(["assets/logo.png"]));
+    let id = asked["id"].as_str().unwrap().to_owned();
+    // The first send asks; the editor's user agrees (the test client takes the first action).
+    ann_lsp.wait_for("the first-send question", |n| n["method"] == "window/showMessageRequest");
+
+    let mut bob_lsp = Lsp::start_with(reviewer.path(), bob_data.path(), &bob_env);
+    bob_lsp.initialize(reviewer.path(), false, json!({}));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let list = loop {
+        ann_lsp.settle(std::time::Duration::from_millis(50));
+        match bob_lsp.command("marginalia.review.list", json!({})) {
+            Ok(v) if v["reviews"].as_array().is_some_and(|r| !r.is_empty()) => break v,
+            _ => assert!(std::time::Instant::now() < deadline, "the request never reached Bob"),
+        }
+        bob_lsp.settle(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(list["reviews"][0]["id"], id.as_str());
+
+    let opened = bob_lsp.command("marginalia.review.open", json!({"id": id})).unwrap();
+    let guide = opened["files"].as_array().unwrap().iter().find(|f| f["path"] == "docs/guide.md").unwrap().clone();
+    assert_eq!(guide["status"], "modified");
+    let proposed = guide["proposed"].as_str().unwrap().to_owned();
+    assert!(proposed.starts_with("marginalia-review:/"), "{proposed}");
+    let doc = bob_lsp.request("marginalia/reviewDocument", json!({"uri": proposed})).unwrap();
+    assert_eq!(doc["text"].as_str().unwrap(), author.read("docs/guide.md"), "byte for byte");
+    let base = bob_lsp.request("marginalia/reviewDocument", json!({"uri": guide["base"]})).unwrap();
+    assert_eq!(base["text"], "# Guide\n\nRead me.\n");
+    let logo = opened["files"].as_array().unwrap().iter().find(|f| f["path"] == "assets/logo.png").unwrap();
+    assert_eq!((logo["binary"].as_bool(), logo["proposed"].is_null()), (Some(true), true), "binary: listed, not sent");
+
+    let made = bob_lsp
+        .command(
+            "marginalia.review.comment",
+            json!({"uri": proposed, "range": range_json([2, 0, 4, 0]), "body": "Which code?"}),
+        )
+        .unwrap();
+    assert_eq!(made["review"]["path"], "docs/guide.md");
+    let marks = bob_lsp.request("marginalia/codemarks", json!({"textDocument": {"uri": proposed}})).unwrap();
+    let marks = marks["codemarks"].as_array().unwrap();
+    assert_eq!(marks.len(), 1);
+    assert_eq!(lines_of(&marks[0]), (2, 3));
+
+    let err = bob_lsp
+        .request("marginalia/reviewDocument", json!({"uri": "marginalia-review:/x/1/new/../../etc/passwd"}))
+        .unwrap_err();
+    assert!(err["message"].as_str().unwrap().contains("not a review document URI"), "{err}");
+    ann_lsp.stop();
+    bob_lsp.stop();
+}

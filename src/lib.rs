@@ -41,6 +41,8 @@
 //! - [`review`]: feedback requests: the author's changeset against a base the reviewers have,
 //!   strict patches, the reviewer's rebuild checked against the author's hashes, checkout into a
 //!   new folder, review comments as codemarks. No HTTP (that is [`sync`]); git through [`git`].
+//! - [`transport`]: what every outbound connection shares: https only (plain http to loopback
+//!   alone), no credentials in addresses, extra certificate authorities.
 //! - [`cli`]: the command line. Glue: parses, calls the modules above, prints. The only place
 //!   that writes to stdout.
 
@@ -58,3 +60,4 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod sync;
+pub mod transport;

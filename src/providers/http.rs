@@ -214,6 +214,11 @@ impl Call {
     pub fn post(url: Url, body: Value, subject: String, what: String) -> Call {
         Call { method: Method::POST, url, accept: None, body: Some(body), code_bytes: 0, subject, what, note: None }
     }
+
+    /// A request with a JSON body and another method (`PATCH`, `PUT`: editing a comment).
+    pub fn with_body(method: Method, url: Url, body: Value, subject: String, what: String) -> Call {
+        Call { method, url, accept: None, body: Some(body), code_bytes: 0, subject, what, note: None }
+    }
 }
 
 /// A provider's answer, read whole.

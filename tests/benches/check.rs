@@ -10,9 +10,13 @@
 //!
 //! Set `BENCH_QUICK=1` for a smaller run (a smoke test of the benchmark itself).
 
+#[path = "common/synth.rs"]
+mod synth;
+
+use synth::{Rng, git, line_for, text_of};
+
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,21 +26,6 @@ use marginalia::codemark::{self, Codemark, Kind, MarkStatus, StoredAnchor, new_i
 use marginalia::git::Repo;
 use marginalia::store::Store;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
 struct Sizes {
     files: usize,
     main_commits: usize,
@@ -44,27 +33,6 @@ struct Sizes {
     pr_files: usize,
     main_after: usize,
     runs: usize,
-}
-
-fn line_for(rng: &mut Rng, serial: &mut u64) -> String {
-    *serial += 1;
-    let shapes = [
-        "    let value_{} = compute(input, {});",
-        "    if state.ready({}) {{ return step_{}(state); }}",
-        "    total += weights[{}] * factor_{};",
-        "    log::debug!(\"stage {} reached {}\");",
-    ];
-    let shape = shapes[rng.below(shapes.len())];
-    shape.replacen("{}", &serial.to_string(), 1).replacen("{}", &(rng.next() % 997).to_string(), 1)
-}
-
-fn text_of(lines: &[String]) -> String {
-    let mut s = String::new();
-    for l in lines {
-        s.push_str(l);
-        s.push('\n');
-    }
-    s
 }
 
 /// One commit for `git fast-import`: the files given, on top of `from`.
@@ -245,12 +213,6 @@ fn build(sizes: &Sizes) -> Built {
         })
         .collect();
     Built { dir, codemarks }
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git").args(args).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn median(v: &mut [Duration]) -> Duration {

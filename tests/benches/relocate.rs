@@ -12,6 +12,11 @@
 //! Set `BENCH_QUICK=1` for a smaller run (a smoke test of the benchmark itself), and
 //! `BENCH_KEEP=1` to keep the generated repository and batch file for profiling.
 
+#[path = "common/synth.rs"]
+mod synth;
+
+use synth::{Rng, git, line_for, text_of};
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -21,21 +26,6 @@ use marginalia::anchor::track::{LineChange, Position, Tracker};
 use marginalia::anchor::{Anchor, Document, LineMap, LineRange, Sources, Text, relocate};
 use marginalia::git::{Repo, Target};
 use marginalia::locate::{Located, Locator};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 struct Sizes {
     files: usize,
@@ -60,27 +50,6 @@ fn main() {
 }
 
 // ---------- 1. a long history ----------
-
-fn line_for(rng: &mut Rng, serial: &mut u64) -> String {
-    *serial += 1;
-    let shapes = [
-        "    let value_{} = compute(input, {});",
-        "    if state.ready({}) {{ return step_{}(state); }}",
-        "    total += weights[{}] * factor_{};",
-        "    log::debug!(\"stage {} reached {}\");",
-    ];
-    let shape = shapes[rng.below(shapes.len())];
-    shape.replacen("{}", &serial.to_string(), 1).replacen("{}", &(rng.next() % 997).to_string(), 1)
-}
-
-fn file_text(lines: &[String]) -> String {
-    let mut s = String::new();
-    for l in lines {
-        s.push_str(l);
-        s.push('\n');
-    }
-    s
-}
 
 struct History {
     dir: tempfile::TempDir,
@@ -167,7 +136,7 @@ fn build_history(sizes: &Sizes) -> History {
         changed.dedup();
         for path in &changed {
             if let Some(lines) = files.get(path) {
-                let text = file_text(lines);
+                let text = text_of(lines);
                 writeln!(stream, "M 100644 inline {path}\ndata {}", text.len()).unwrap();
                 stream.extend_from_slice(text.as_bytes());
                 stream.push(b'\n');
@@ -198,12 +167,6 @@ fn build_history(sizes: &Sizes) -> History {
     assert_eq!(commits.len(), sizes.commits);
     git(dir.path(), &["checkout", "-q", "main"]);
     History { dir, anchors, commits }
-}
-
-fn git(dir: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("git").args(args).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn history_benchmark(sizes: &Sizes) {

@@ -3,6 +3,7 @@
 //! changes feed and event stream, the OpenAPI document against the router, encryption at rest
 //! down to the file's bytes, crypto-shredding of old backups, and the audit chain.
 
+#[macro_use]
 #[path = "common/server.rs"]
 mod kit;
 
@@ -13,15 +14,14 @@ use axum::http::{Method, Request};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use kit::{CART_PATCH, Kit, User, id, new_codemark, new_review, new_revision, review_comment};
+use kit::{Backend, CART_PATCH, Kit, User, id, new_codemark, new_review, new_revision, review_comment};
 use marginalia::api::Role;
 use marginalia::server::crypto::Place;
 
 const REPO: &str = "github.com/acme/shop";
 
-#[tokio::test]
-async fn a_team_discusses_code_from_login_to_deletion() {
-    let kit = Kit::new();
+async fn a_team_discusses_code_from_login_to_deletion(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("acme", "Ada", Role::Admin).await;
     let bob = kit.join("acme", "Bob", Role::Member).await;
 
@@ -153,9 +153,8 @@ fn urlencode(s: &str) -> String {
     s.replace('/', "%2F")
 }
 
-#[tokio::test]
-async fn invites_are_single_use_expire_and_carry_their_role() {
-    let kit = Kit::new();
+async fn invites_are_single_use_expire_and_carry_their_role(backend: Backend) {
+    let kit = backend.kit().await;
     let first = kit.invite("new-team", None).await;
     let login = |code: &str, name: &str| json!({"invite": code, "name": name});
     let res = kit.call(Method::POST, "/api/v1/login", None, Some(login(&first, "Founder"))).await;
@@ -191,13 +190,12 @@ async fn invites_are_single_use_expire_and_carry_their_role() {
     assert!(malformed.message().contains("malformed"));
 }
 
-#[tokio::test]
-async fn an_expired_invite_is_refused() {
-    use marginalia::server::db::{Batch, InviteRow, Storage, Write};
-    let kit = Kit::new();
+async fn an_expired_invite_is_refused(backend: Backend) {
+    use marginalia::server::db::{Batch, InviteRow, Write};
+    let kit = backend.kit().await;
     let admin = kit.join("t", "Admin", Role::Admin).await;
     let code = format!("inv_{}", "e".repeat(43));
-    let storage = marginalia::server::db::sqlite::SqliteStorage::open(kit.dir.path()).unwrap();
+    let storage = &kit.store;
     let row = InviteRow {
         hash: marginalia::server::crypto::sha256(code.as_bytes()).to_vec(),
         team_id: admin.team_id.clone(),
@@ -212,9 +210,8 @@ async fn an_expired_invite_is_refused() {
     assert!(res.message().contains("expired"), "{}", res.message());
 }
 
-#[tokio::test]
-async fn the_last_admin_can_be_neither_demoted_nor_removed() {
-    let kit = Kit::new();
+async fn the_last_admin_can_be_neither_demoted_nor_removed(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let bob = kit.join("t", "Bob", Role::Member).await;
     let ada_path = format!("/api/v1/members/{}", ada.member_id);
@@ -238,9 +235,8 @@ async fn the_last_admin_can_be_neither_demoted_nor_removed() {
     assert_eq!(invite.status, 403);
 }
 
-#[tokio::test]
-async fn tokens_are_listed_without_secrets_and_revoked_for_good() {
-    let kit = Kit::new();
+async fn tokens_are_listed_without_secrets_and_revoked_for_good(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let bob = kit.join("t", "Bob", Role::Member).await;
     let ci = kit.call(Method::POST, "/api/v1/tokens", Some(&bob.token), Some(json!({"label": "ci"}))).await;
@@ -267,9 +263,8 @@ async fn tokens_are_listed_without_secrets_and_revoked_for_good() {
     assert!(ci_row["revoked"].is_i64(), "kept listed, marked revoked: {ci_row}");
 }
 
-#[tokio::test]
-async fn a_repeated_idempotency_key_answers_the_first_status_with_current_state_even_after_a_restart() {
-    let kit = Kit::new();
+async fn a_repeated_idempotency_key_answers_the_first_status_with_current_state_even_after_a_restart(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let cm = id();
     let key = [("idempotency-key", "outbox-1")];
@@ -279,7 +274,7 @@ async fn a_repeated_idempotency_key_answers_the_first_status_with_current_state_
     // Changed since by someone else's request: the replay shows it as it is now.
     kit.call(Method::PATCH, &format!("/api/v1/codemarks/{cm}"), Some(&ada.token), Some(json!({"status": "resolved"})))
         .await;
-    let kit = kit.restart();
+    let kit = kit.restart().await;
     let again = kit.call_with(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(body.clone()), &key).await;
     assert_eq!(again.status, 201, "{}", again.text);
     assert_eq!(again.json["status"], "resolved");
@@ -319,10 +314,9 @@ async fn a_repeated_idempotency_key_answers_the_first_status_with_current_state_
     assert_eq!(bobs.json["author"], "Bob");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_requests_with_one_key_make_one_codemark() {
+async fn concurrent_requests_with_one_key_make_one_codemark(backend: Backend) {
     use tower::ServiceExt;
-    let kit = Kit::new();
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     // Several rounds, so that some duplicates land in one group commit and some in the next.
     for round in 1..=4 {
@@ -349,9 +343,8 @@ async fn concurrent_requests_with_one_key_make_one_codemark() {
     }
 }
 
-#[tokio::test]
-async fn bad_input_gets_a_4xx_naming_what_was_wrong() {
-    let kit = Kit::new();
+async fn bad_input_gets_a_4xx_naming_what_was_wrong(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let post = |body: Body| {
         Request::post("/api/v1/codemarks").header("authorization", format!("Bearer {}", ada.token)).body(body).unwrap()
@@ -405,9 +398,8 @@ async fn bad_input_gets_a_4xx_naming_what_was_wrong() {
     assert_eq!(res.code(), "bad_request");
 }
 
-#[tokio::test]
-async fn every_answer_carries_the_security_headers_and_no_server_banner() {
-    let kit = Kit::new();
+async fn every_answer_carries_the_security_headers_and_no_server_banner(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     for (method, path, token) in [
         (Method::GET, "/healthz", None),
@@ -425,9 +417,8 @@ async fn every_answer_carries_the_security_headers_and_no_server_banner() {
     }
 }
 
-#[tokio::test]
-async fn a_token_over_its_rate_limit_is_told_when_to_come_back() {
-    let kit = Kit::with_rate(1.0, 3.0);
+async fn a_token_over_its_rate_limit_is_told_when_to_come_back(backend: Backend) {
+    let kit = backend.kit_with_rate(1.0, 3.0).await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     for _ in 0..3 {
         assert_eq!(kit.call(Method::GET, "/api/v1/me", Some(&ada.token), None).await.status, 200);
@@ -442,9 +433,8 @@ async fn a_token_over_its_rate_limit_is_told_when_to_come_back() {
     assert!(metrics.text.contains("marginalia_rate_limited_total 1"), "{}", metrics.text);
 }
 
-#[tokio::test]
-async fn the_changes_feed_points_at_live_codemarks_and_collapses_repeats() {
-    let kit = Kit::new();
+async fn the_changes_feed_points_at_live_codemarks_and_collapses_repeats(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let (a, b) = (id(), id());
     kit.call(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(new_codemark(&a, REPO, "a", "s"))).await; // 1
@@ -514,10 +504,9 @@ async fn read_events(body: &mut Body, n: usize, within: Duration) -> Vec<(String
     events
 }
 
-#[tokio::test]
-async fn the_event_stream_catches_up_then_pushes_new_changes_and_ends_when_the_token_is_revoked() {
+async fn the_event_stream_catches_up_then_pushes_new_changes_and_ends_when_the_token_is_revoked(backend: Backend) {
     use tower::ServiceExt;
-    let kit = Kit::new();
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let first = id();
     kit.call(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(new_codemark(&first, REPO, "old news", "s")))
@@ -574,9 +563,8 @@ async fn the_event_stream_catches_up_then_pushes_new_changes_and_ends_when_the_t
     assert_eq!(ended, Ok(true), "the stream ended");
 }
 
-#[tokio::test]
-async fn health_metrics_and_the_openapi_document_need_no_token_and_everything_else_does() {
-    let kit = Kit::new();
+async fn health_metrics_and_the_openapi_document_need_no_token_and_everything_else_does(backend: Backend) {
+    let kit = backend.kit().await;
     let health = kit.call(Method::GET, "/healthz", None, None).await;
     assert_eq!((health.status, &health.json), (200, &json!({"status": "ok"})));
     let doc = kit.call(Method::GET, "/api/v1/openapi.json", None, None).await;
@@ -595,9 +583,8 @@ async fn health_metrics_and_the_openapi_document_need_no_token_and_everything_el
     assert!(metrics.text.contains("marginalia_teams 0"));
 }
 
-#[tokio::test]
-async fn the_openapi_document_and_the_router_agree() {
-    let kit = Kit::new();
+async fn the_openapi_document_and_the_router_agree(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let doc = kit.call(Method::GET, "/api/v1/openapi.json", None, None).await.json;
     let documented: std::collections::BTreeSet<(String, String)> = doc["paths"]
@@ -733,28 +720,23 @@ async fn sensitive_session(kit: &Kit) -> String {
     token
 }
 
-fn files_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
-        .collect()
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-#[tokio::test]
-async fn no_snippet_body_title_name_or_email_is_in_the_clear_in_the_files() {
-    let kit = Kit::new();
+async fn no_snippet_body_title_name_or_email_is_in_the_clear_in_the_files(backend: Backend) {
+    let kit = backend.kit().await;
     let token = sensitive_session(&kit).await;
-    let files = files_bytes(kit.dir.path());
+    let files = kit.at_rest().await;
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-    assert!(names.contains(&"server.db-wal"), "the session is (at least partly) in the WAL: {names:?}");
+    if kit.is_postgres() {
+        assert!(names.contains(&"codemarks.anchors_sealed") && names.contains(&"marginalia_team_keys.wrapped"), "{names:?}");
+    } else {
+        assert!(names.contains(&"server.db-wal"), "the session is (at least partly) in the WAL: {names:?}");
+    }
     let total: usize = files.iter().map(|(_, b)| b.len()).sum();
-    assert!(total > 50_000, "the files hold the session: {total} bytes");
+    let least = if kit.is_postgres() { 5_000 } else { 50_000 };
+    assert!(total > least, "what is at rest holds the session: {total} bytes");
     for (name, bytes) in &files {
         for s in SECRETS.iter().chain(&REVIEW_SECRETS) {
             assert!(!contains(bytes, s.as_bytes()), "{s:?} is in the clear in {name}");
@@ -764,9 +746,8 @@ async fn no_snippet_body_title_name_or_email_is_in_the_clear_in_the_files() {
     }
 }
 
-#[tokio::test]
-async fn deleting_a_team_leaves_its_old_backups_unreadable_and_other_teams_readable() {
-    let kit = Kit::new();
+async fn deleting_a_team_leaves_its_old_backups_unreadable_and_other_teams_readable(backend: Backend) {
+    let kit = backend.kit().await;
     let doomed = kit.join("doomed", "Dora", Role::Admin).await;
     let kept = kit.join("kept", "Kim", Role::Admin).await;
     let (d, k) = (id(), id());
@@ -786,41 +767,32 @@ async fn deleting_a_team_leaves_its_old_backups_unreadable_and_other_teams_reada
     let body = new_review(&kept_review, REPO, "kept review", &[]);
     assert_eq!(kit.call(Method::POST, "/api/v1/reviews", Some(&kept.token), Some(body)).await.status, 201);
 
-    // An old backup of the data file, taken the way SQLite backups are (VACUUM INTO).
-    let backup = kit.dir.path().join("backup-of-server.db");
-    {
-        let c = rusqlite::Connection::open(kit.dir.path().join("server.db")).unwrap();
-        c.execute("VACUUM INTO ?1", [backup.to_str().unwrap()]).unwrap();
-    }
-    let open_from_backup = |team: &str, codemark: &str| -> Result<String, String> {
-        let b = rusqlite::Connection::open(&backup).unwrap();
-        let sealed: Vec<u8> = b
-            .query_row("SELECT body_sealed FROM codemarks WHERE team_id = ?1 AND id = ?2", [team, codemark], |r| {
-                r.get(0)
-            })
-            .map_err(|e| e.to_string())?;
-        let keys = rusqlite::Connection::open(kit.dir.path().join("keys.db")).unwrap();
-        let wrapped: Vec<u8> = keys
-            .query_row("SELECT wrapped FROM team_keys WHERE team_id = ?1", [team], |r| r.get(0))
-            .map_err(|e| format!("no key: {e}"))?;
+    // An old backup of the data, without the keys (SQLite: VACUUM INTO; PostgreSQL: the rows
+    // as a dump without marginalia_team_keys holds them).
+    let backup = kit.backup_of("codemarks", "body_sealed").await;
+    let open_from_backup = async |team: &str, codemark: &str| -> Result<String, String> {
+        let (_, _, sealed) = backup.iter().find(|(t, c, _)| t == team && c == codemark).ok_or("not in the backup")?;
+        let wrapped = kit.store.team_key(team).await.map_err(|e| e.to_string())?.ok_or("no key")?;
         let key = kit::master().unwrap_team_key(team, &wrapped).map_err(|e| e.to_string())?;
-        key.open_string(&Place { column: "codemarks.body", team, row: codemark }, &sealed).map_err(|e| e.to_string())
+        key.open_string(&Place { column: "codemarks.body", team, row: codemark }, sealed).map_err(|e| e.to_string())
     };
-    assert_eq!(open_from_backup(&doomed.team_id, &d).unwrap(), "doomed body", "before: the backup opens");
+    assert_eq!(open_from_backup(&doomed.team_id, &d).await.unwrap(), "doomed body", "before: the backup opens");
 
     assert_eq!(kit.call(Method::DELETE, "/api/v1/team", Some(&doomed.token), None).await.status, 204);
-    let err = open_from_backup(&doomed.team_id, &d).unwrap_err();
+    let err = open_from_backup(&doomed.team_id, &d).await.unwrap_err();
     assert!(err.contains("no key"), "{err}");
-    assert_eq!(open_from_backup(&kept.team_id, &k).unwrap(), "kept body", "another team's data still opens");
-    // keys.db has no trace of the key's bytes either (secure delete, rollback journal).
-    let keys_bytes = std::fs::read(kit.dir.path().join("keys.db")).unwrap();
-    let b = rusqlite::Connection::open(&backup).unwrap();
-    let team_name_sealed: Vec<u8> =
-        b.query_row("SELECT name_sealed FROM teams WHERE id = ?1", [&doomed.team_id], |r| r.get(0)).unwrap();
-    assert!(!team_name_sealed.is_empty());
-    assert!(!contains(&keys_bytes, doomed.team_id.as_bytes()), "the deleted team's key row is overwritten");
+    assert_eq!(open_from_backup(&kept.team_id, &k).await.unwrap(), "kept body", "another team's data still opens");
+    if kit.is_postgres() {
+        let n = kit
+            .number(&format!("SELECT count(*) FROM marginalia_team_keys WHERE team_id = '{}'", doomed.team_id))
+            .await;
+        assert_eq!(n, 0, "the deleted team's key row is gone");
+    } else {
+        // keys.db has no trace of the key's bytes either (secure delete, rollback journal).
+        let keys_bytes = std::fs::read(kit.dir.path().join("keys.db")).unwrap();
+        assert!(!contains(&keys_bytes, doomed.team_id.as_bytes()), "the deleted team's key row is overwritten");
+    }
     // The live data has nothing of the team left.
-    let live = rusqlite::Connection::open(kit.dir.path().join("server.db")).unwrap();
     let still =
         kit.call(Method::GET, &format!("/api/v1/reviews/{kept_review}/revisions/1"), Some(&kept.token), None).await;
     assert_eq!(still.status, 200, "another team's review is untouched: {}", still.text);
@@ -838,16 +810,13 @@ async fn deleting_a_team_leaves_its_old_backups_unreadable_and_other_teams_reada
         "reviewers",
     ] {
         let column = if table == "teams" { "id" } else { "team_id" };
-        let n: i64 = live
-            .query_row(&format!("SELECT count(*) FROM {table} WHERE {column} = ?1"), [&doomed.team_id], |r| r.get(0))
-            .unwrap();
+        let n = kit.number(&format!("SELECT count(*) FROM {table} WHERE {column} = '{}'", doomed.team_id)).await;
         assert_eq!(n, 0, "{table} keeps nothing of the deleted team");
     }
 }
 
-#[tokio::test]
-async fn the_audit_log_records_security_events_and_shows_tampering() {
-    let kit = Kit::new();
+async fn the_audit_log_records_security_events_and_shows_tampering(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let bob = kit.join("t", "Bob", Role::Member).await;
     let cm = id();
@@ -892,38 +861,41 @@ async fn the_audit_log_records_security_events_and_shows_tampering() {
     assert!(theirs.json.as_array().unwrap().iter().all(|e| e["actor_id"] != ada.member_id.as_str()), "one team's log");
 
     use marginalia::server::audit::Verdict;
-    use marginalia::server::db::Storage;
-    let storage = marginalia::server::db::sqlite::SqliteStorage::open(kit.dir.path()).unwrap();
+    let storage = &kit.store;
     let Verdict::Intact { entries } = storage.verify_audit().await.unwrap() else { panic!("intact") };
     assert!(entries >= 15, "{entries}");
 
     // The table refuses edits...
-    let raw = rusqlite::Connection::open(kit.dir.path().join("server.db")).unwrap();
-    let refused = raw.execute("UPDATE audit SET action = 'nothing' WHERE seq = 5", []).unwrap_err();
-    assert!(refused.to_string().contains("append-only"), "{refused}");
+    let refused = kit.sql("UPDATE audit SET action = 'nothing' WHERE seq = 5").await.unwrap_err();
+    assert!(refused.contains("append-only"), "{refused}");
+    let refused = kit.sql("DELETE FROM audit WHERE seq = 5").await.unwrap_err();
+    assert!(refused.contains("append-only"), "{refused}");
     // ...and one that goes around the trigger is caught by the chain.
-    raw.execute_batch("DROP TRIGGER audit_append_only_update; DROP TRIGGER audit_append_only_delete;").unwrap();
-    raw.execute("UPDATE audit SET target_id = 'someone-else' WHERE seq = 5", []).unwrap();
+    let drop_triggers: &[&str] = if kit.is_postgres() {
+        &["ALTER TABLE audit DISABLE TRIGGER USER"]
+    } else {
+        &["DROP TRIGGER audit_append_only_update", "DROP TRIGGER audit_append_only_delete"]
+    };
+    for sql in drop_triggers {
+        kit.sql(sql).await.unwrap();
+    }
+    kit.sql("UPDATE audit SET target_id = 'someone-else' WHERE seq = 5").await.unwrap();
     match storage.verify_audit().await.unwrap() {
         Verdict::Broken { seq, checked, .. } => assert_eq!((seq, checked), (5, 4)),
         other => panic!("an edit in the middle is caught: {other:?}"),
     }
-    let backup: (i64, String) =
-        raw.query_row("SELECT seq, action FROM audit WHERE seq = 5", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-    assert_eq!(backup.0, 5);
-    raw.execute("DELETE FROM audit WHERE seq = 5", []).unwrap();
+    assert_eq!(kit.number("SELECT seq FROM audit WHERE seq = 5").await, 5);
+    kit.sql("DELETE FROM audit WHERE seq = 5").await.unwrap();
     match storage.verify_audit().await.unwrap() {
         Verdict::Broken { seq, .. } => assert_eq!(seq, 6, "a deleted entry is caught at the next one"),
         other => panic!("a deletion in the middle is caught: {other:?}"),
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writes_committed_together_fail_and_succeed_one_by_one() {
+async fn concurrent_writes_committed_together_fail_and_succeed_one_by_one(backend: Backend) {
     use marginalia::server::audit::Verdict;
-    use marginalia::server::db::Storage;
     use tower::ServiceExt;
-    let kit = Kit::new();
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let doomed: Vec<String> = (0..8).map(|_| id()).collect();
     for d in &doomed {
@@ -961,8 +933,7 @@ async fn concurrent_writes_committed_together_fail_and_succeed_one_by_one() {
     assert_eq!(listed.json.as_array().unwrap().len(), 8);
     let changes = kit.call(Method::GET, "/api/v1/changes?limit=1000", Some(&ada.token), None).await;
     assert_eq!(changes.json["cursor"], "24", "8 creates, 8 deletes, 8 new creates: refused ones wrote no event");
-    let storage = marginalia::server::db::sqlite::SqliteStorage::open(kit.dir.path()).unwrap();
-    assert!(matches!(storage.verify_audit().await.unwrap(), Verdict::Intact { .. }));
+    assert!(matches!(kit.store.verify_audit().await.unwrap(), Verdict::Intact { .. }));
 }
 
 // ---- feedback requests (reviews) --------------------------------------------------------------
@@ -989,9 +960,8 @@ fn ids_of(list: &Value) -> Vec<&str> {
     list.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect()
 }
 
-#[tokio::test]
-async fn a_team_reviews_unpushed_work_from_request_to_deletion() {
-    let kit = Kit::new();
+async fn a_team_reviews_unpushed_work_from_request_to_deletion(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("acme", "Ada", Role::Admin).await;
     let bob = kit.join("acme", "Bob", Role::Member).await;
     let cy = kit.join("acme", "Cy", Role::Member).await;
@@ -1212,20 +1182,17 @@ async fn a_team_reviews_unpushed_work_from_request_to_deletion() {
     let entry = log.json.as_array().unwrap().iter().find(|e| e["action"] == "review.deleted").expect("audited");
     assert_eq!((entry["target_id"].as_str(), entry["detail"].as_str()), (Some(rv.as_str()), Some("comments=3")));
     assert_eq!(entry["actor_id"].as_str(), Some(bob.member_id.as_str()));
-    let raw = rusqlite::Connection::open(kit.dir.path().join("server.db")).unwrap();
     for (table, column) in
         [("reviews", "id"), ("revisions", "review_id"), ("reviewers", "review_id"), ("codemarks", "review_id")]
     {
-        let n: i64 =
-            raw.query_row(&format!("SELECT count(*) FROM {table} WHERE {column} = ?1"), [&rv], |r| r.get(0)).unwrap();
+        let n = kit.number(&format!("SELECT count(*) FROM {table} WHERE {column} = '{rv}'")).await;
         assert_eq!(n, 0, "{table} keeps nothing of the deleted review");
     }
     assert!(kit.call(Method::GET, "/metrics", None, None).await.text.contains("marginalia_reviews 0"));
 }
 
-#[tokio::test]
-async fn a_reply_to_a_review_comment_goes_when_the_review_is_deleted() {
-    let kit = Kit::new();
+async fn a_reply_to_a_review_comment_goes_when_the_review_is_deleted(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let bob = kit.join("t", "Bob", Role::Member).await;
     let rv = id();
@@ -1239,17 +1206,15 @@ async fn a_reply_to_a_review_comment_goes_when_the_review_is_deleted() {
     assert_eq!(replied.status, 201);
     // An admin may delete another's review.
     assert_eq!(kit.call(Method::DELETE, &format!("/api/v1/reviews/{rv}"), Some(&ada.token), None).await.status, 204);
-    let raw = rusqlite::Connection::open(kit.dir.path().join("server.db")).unwrap();
-    let n: i64 = raw.query_row("SELECT count(*) FROM replies WHERE codemark_id = ?1", [&c], |r| r.get(0)).unwrap();
+    let n = kit.number(&format!("SELECT count(*) FROM replies WHERE codemark_id = '{c}'")).await;
     assert_eq!(n, 0, "the comment's replies went with it");
     let late = review_comment(&id(), REPO, &rv, 1, "src/new.rs", "new", "too late");
     let res = kit.call(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(late)).await;
     assert_eq!((res.status, res.field()), (422, Some("review.review")));
 }
 
-#[tokio::test]
-async fn oversized_revisions_and_hostile_paths_are_refused_naming_the_field() {
-    let kit = Kit::new();
+async fn oversized_revisions_and_hostile_paths_are_refused_naming_the_field(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let bob = kit.join("t", "Bob", Role::Member).await;
 
@@ -1358,10 +1323,9 @@ async fn oversized_revisions_and_hostile_paths_are_refused_naming_the_field() {
     assert_eq!(ids_of(&listed.json), [rv.as_str()], "nothing refused was stored");
 }
 
-#[tokio::test]
-async fn the_feed_and_the_stream_carry_reviews_as_they_are_and_a_deleted_one_as_deleted() {
+async fn the_feed_and_the_stream_carry_reviews_as_they_are_and_a_deleted_one_as_deleted(backend: Backend) {
     use tower::ServiceExt;
-    let kit = Kit::new();
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let bob = kit.join("t", "Bob", Role::Member).await;
     let req = Request::get("/api/v1/events").header("authorization", format!("Bearer {}", bob.token));
@@ -1411,3 +1375,28 @@ async fn the_feed_and_the_stream_carry_reviews_as_they_are_and_a_deleted_one_as_
     let theirs = kit.call(Method::GET, "/api/v1/changes", Some(&eve.token), None).await;
     assert_eq!(theirs.json["events"], json!([]));
 }
+
+on_every_backend!(
+    a_team_discusses_code_from_login_to_deletion,
+    invites_are_single_use_expire_and_carry_their_role,
+    an_expired_invite_is_refused,
+    the_last_admin_can_be_neither_demoted_nor_removed,
+    tokens_are_listed_without_secrets_and_revoked_for_good,
+    a_repeated_idempotency_key_answers_the_first_status_with_current_state_even_after_a_restart,
+    concurrent_requests_with_one_key_make_one_codemark,
+    bad_input_gets_a_4xx_naming_what_was_wrong,
+    every_answer_carries_the_security_headers_and_no_server_banner,
+    a_token_over_its_rate_limit_is_told_when_to_come_back,
+    the_changes_feed_points_at_live_codemarks_and_collapses_repeats,
+    the_event_stream_catches_up_then_pushes_new_changes_and_ends_when_the_token_is_revoked,
+    health_metrics_and_the_openapi_document_need_no_token_and_everything_else_does,
+    the_openapi_document_and_the_router_agree,
+    no_snippet_body_title_name_or_email_is_in_the_clear_in_the_files,
+    deleting_a_team_leaves_its_old_backups_unreadable_and_other_teams_readable,
+    the_audit_log_records_security_events_and_shows_tampering,
+    concurrent_writes_committed_together_fail_and_succeed_one_by_one,
+    a_team_reviews_unpushed_work_from_request_to_deletion,
+    a_reply_to_a_review_comment_goes_when_the_review_is_deleted,
+    oversized_revisions_and_hostile_paths_are_refused_naming_the_field,
+    the_feed_and_the_stream_carry_reviews_as_they_are_and_a_deleted_one_as_deleted,
+);

@@ -29,7 +29,7 @@ impl FromRequestParts<Arc<Shared>> for Authed {
             })?),
         };
         let caller = shared.service.authenticate(header).await?;
-        if let Err(wait) = shared.limiter.check(&caller.token_id) {
+        if let Err(wait) = shared.limiter.check(&caller.token_id).await {
             shared.metrics.rate_limited();
             return Err(ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 });
         }

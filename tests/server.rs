@@ -730,7 +730,10 @@ async fn no_snippet_body_title_name_or_email_is_in_the_clear_in_the_files(backen
     let files = kit.at_rest().await;
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     if kit.is_postgres() {
-        assert!(names.contains(&"codemarks.anchors_sealed") && names.contains(&"marginalia_team_keys.wrapped"), "{names:?}");
+        assert!(
+            names.contains(&"codemarks.anchors_sealed") && names.contains(&"marginalia_team_keys.wrapped"),
+            "{names:?}"
+        );
     } else {
         assert!(names.contains(&"server.db-wal"), "the session is (at least partly) in the WAL: {names:?}");
     }

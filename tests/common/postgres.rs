@@ -159,10 +159,15 @@ impl Cluster {
     pub fn start(tuning: Tuning) -> Result<Cluster, String> {
         let bin = bindir().ok_or("no PostgreSQL binaries (initdb, pg_ctl, postgres) were found")?;
         #[cfg(unix)]
-        let root = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").map_err(|e| e.to_string())?) == 0;
+        let root =
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").map_err(|e| e.to_string())?) == 0;
         #[cfg(not(unix))]
         let root = false;
-        let run_as = if root { Some(unprivileged().ok_or("running as root, with no `postgres` or `nobody` user")?) } else { None };
+        let run_as = if root {
+            Some(unprivileged().ok_or("running as root, with no `postgres` or `nobody` user")?)
+        } else {
+            None
+        };
         let dir = tempfile::Builder::new().prefix("marginalia-pg-").tempdir().map_err(|e| e.to_string())?.keep();
         let (ca_pem, cert, key) = certificates(&dir);
         if let Some((uid, gid)) = run_as {
@@ -237,7 +242,8 @@ impl Cluster {
 
     /// Starts it again after [`Cluster::stop`].
     pub fn start_again(&self) {
-        self.pg_ctl(&["start", "-w", "-t", "60", "-l"], Some(&self.dir.join("log"))).expect("the test PostgreSQL starts");
+        self.pg_ctl(&["start", "-w", "-t", "60", "-l"], Some(&self.dir.join("log")))
+            .expect("the test PostgreSQL starts");
     }
 
     /// A new, empty database: its URL.

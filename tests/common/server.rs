@@ -189,7 +189,9 @@ impl Kit {
             }
             Some(url) => {
                 let c = pg_client(url).await;
-                c.execute(sql, &[]).await.map_err(|e| e.as_db_error().map_or(e.to_string(), |d| d.message().to_string()))
+                c.execute(sql, &[])
+                    .await
+                    .map_err(|e| e.as_db_error().map_or(e.to_string(), |d| d.message().to_string()))
             }
         }
     }
@@ -410,7 +412,8 @@ pub fn review_comment(id: &str, repo: &str, review: &str, revision: u32, path: &
 
 /// A plain connection to a PostgreSQL database, driven on a task of its own.
 pub async fn pg_client(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("the test database answers");
+    let (client, connection) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("the test database answers");
     tokio::spawn(connection);
     client
 }

@@ -14,7 +14,7 @@ use axum::http::{Method, Request};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use kit::{Backend, CART_PATCH, Kit, User, id, new_codemark, new_review, new_revision, review_comment};
+use kit::{Backend, CART_PATCH, Kit, User, id, new_codemark, new_review, new_revision, read_events, review_comment};
 use marginalia::api::Role;
 use marginalia::server::crypto::Place;
 
@@ -470,38 +470,6 @@ async fn the_changes_feed_points_at_live_codemarks_and_collapses_repeats(backend
     let eve = kit.join("other", "Eve", Role::Admin).await;
     let theirs = kit.call(Method::GET, "/api/v1/changes", Some(&eve.token), None).await;
     assert_eq!(theirs.json["events"], json!([]));
-}
-
-/// Reads SSE frames from a response body until `n` events arrived (or the time is up).
-async fn read_events(body: &mut Body, n: usize, within: Duration) -> Vec<(String, Value)> {
-    let mut events = Vec::new();
-    let mut buffer = String::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while events.len() < n {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Ok(Some(Ok(f))) => f,
-            _ => break,
-        };
-        if let Some(data) = frame.data_ref() {
-            buffer.push_str(&String::from_utf8_lossy(data));
-        }
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let mut id = String::new();
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim());
-                }
-            }
-            if !data.is_empty() {
-                events.push((id, serde_json::from_str(&data).unwrap()));
-            }
-        }
-    }
-    events
 }
 
 async fn the_event_stream_catches_up_then_pushes_new_changes_and_ends_when_the_token_is_revoked(backend: Backend) {
@@ -1379,6 +1347,43 @@ async fn the_feed_and_the_stream_carry_reviews_as_they_are_and_a_deleted_one_as_
     assert_eq!(theirs.json["events"], json!([]));
 }
 
+async fn rotating_the_master_key_keeps_every_team_readable_under_the_new_key_only(backend: Backend) {
+    use marginalia::server::backend::{Rotated, rotate_master_key};
+    use marginalia::server::crypto::MasterKey;
+    let kit = backend.kit().await;
+    let ada = kit.join("acme", "Ada", Role::Admin).await;
+    let eve = kit.join("other", "Eve", Role::Admin).await;
+    let cm = id();
+    let made = kit
+        .call(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(new_codemark(&cm, REPO, "kept body", "s")))
+        .await;
+    assert_eq!(made.status, 201);
+    let new = MasterKey::parse(&"5a".repeat(32), "the new key").unwrap();
+    let done = rotate_master_key(kit.store.as_ref(), &kit::master(), &new).await.unwrap();
+    assert_eq!(done, Rotated { rewrapped: 2, already: 0, renamed: 2 });
+    // Run again (as after an interruption): nothing left to do, and the wrong key is refused.
+    let again = rotate_master_key(kit.store.as_ref(), &kit::master(), &new).await.unwrap();
+    assert_eq!(again, Rotated { rewrapped: 0, already: 2, renamed: 0 });
+    let stranger = MasterKey::parse(&"77".repeat(32), "x").unwrap();
+    assert!(
+        rotate_master_key(kit.store.as_ref(), &stranger, &MasterKey::parse(&"78".repeat(32), "y").unwrap())
+            .await
+            .is_err()
+    );
+
+    let (team, wrapped) = kit.store.team_keys().await.unwrap().into_iter().find(|(t, _)| *t == ada.team_id).unwrap();
+    assert!(kit::master().unwrap_team_key(&team, &wrapped).is_err(), "the old key opens nothing now");
+    let kit = kit.restart_with(new).await;
+    let read = kit.call(Method::GET, &format!("/api/v1/codemarks/{cm}"), Some(&ada.token), None).await;
+    assert_eq!((read.status, read.json["body"].as_str()), (200, Some("kept body")), "{}", read.text);
+    assert_eq!(kit.call(Method::GET, "/api/v1/me", Some(&eve.token), None).await.json["team"]["name"], "other");
+    // The operator still finds the team by its name (its lookup code was recomputed).
+    let (_, team, created) = kit.shared.service.operator_invite("acme", None, None).await.unwrap();
+    assert_eq!((team.id.as_str(), created), (ada.team_id.as_str(), false));
+    let log = kit.call(Method::GET, "/api/v1/audit", Some(&ada.token), None).await;
+    assert!(log.text.contains("master_key.rotated"), "{}", log.text);
+}
+
 on_every_backend!(
     a_team_discusses_code_from_login_to_deletion,
     invites_are_single_use_expire_and_carry_their_role,
@@ -1402,4 +1407,5 @@ on_every_backend!(
     a_reply_to_a_review_comment_goes_when_the_review_is_deleted,
     oversized_revisions_and_hostile_paths_are_refused_naming_the_field,
     the_feed_and_the_stream_carry_reviews_as_they_are_and_a_deleted_one_as_deleted,
+    rotating_the_master_key_keeps_every_team_readable_under_the_new_key_only,
 );

@@ -137,8 +137,12 @@ impl Kit {
 
     /// A server over an existing data directory (a restart).
     pub fn in_dir(dir: tempfile::TempDir, per_second: f64, burst: f64) -> Kit {
+        Kit::in_dir_with(dir, per_second, burst, master())
+    }
+
+    fn in_dir_with(dir: tempfile::TempDir, per_second: f64, burst: f64, master: MasterKey) -> Kit {
         let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path()).unwrap());
-        let shared = Arc::new(Shared::new(storage.clone(), master(), per_second, burst, true));
+        let shared = Arc::new(Shared::new(storage.clone(), master, per_second, burst, true));
         let app = app(shared.clone());
         Kit { dir, backend: Backend::Sqlite, database: None, store: storage, shared, app }
     }
@@ -157,21 +161,36 @@ impl Kit {
 
     /// A server process over the PostgreSQL database `url` (one of several, when called again).
     pub async fn over_postgres(dir: tempfile::TempDir, url: String, per_second: f64, burst: f64) -> Kit {
+        Kit::over_postgres_with(dir, url, per_second, burst, master()).await
+    }
+
+    async fn over_postgres_with(
+        dir: tempfile::TempDir,
+        url: String,
+        per_second: f64,
+        burst: f64,
+        master: MasterKey,
+    ) -> Kit {
         let options = Options { data: url.clone(), keys: None, pool: 4 };
         let backend = backend::open(&Location::Postgres(options), per_second, burst).await.unwrap();
         let store = backend.store.clone();
-        let shared = Arc::new(Shared::over(backend, master(), true));
+        let shared = Arc::new(Shared::over(backend, master, true));
         let app = app(shared.clone());
         Kit { dir, backend: Backend::Postgres, database: Some(url), store, shared, app }
     }
 
     /// The same storage served anew, as after a restart.
     pub async fn restart(self) -> Kit {
+        self.restart_with(master()).await
+    }
+
+    /// The same storage served anew with another master key.
+    pub async fn restart_with(self, master: MasterKey) -> Kit {
         let Kit { dir, backend, database, store, shared, app } = self;
         drop((app, shared, store));
         match (backend, database) {
-            (Backend::Postgres, Some(url)) => Kit::over_postgres(dir, url, 0.0, 1.0).await,
-            _ => Kit::in_dir(dir, 0.0, 1.0),
+            (Backend::Postgres, Some(url)) => Kit::over_postgres_with(dir, url, 0.0, 1.0, master).await,
+            _ => Kit::in_dir_with(dir, 0.0, 1.0, master),
         }
     }
 
@@ -416,4 +435,47 @@ pub async fn pg_client(url: &str) -> tokio_postgres::Client {
         tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("the test database answers");
     tokio::spawn(connection);
     client
+}
+
+/// Reads up to `n` events from an event stream's body within `within`: `(id, data)` each.
+pub async fn read_events(body: &mut Body, n: usize, within: std::time::Duration) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while events.len() < n {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(f))) => f,
+            _ => break,
+        };
+        if let Some(data) = frame.data_ref() {
+            buffer.push_str(&String::from_utf8_lossy(data));
+        }
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut id = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if !data.is_empty() {
+                events.push((id, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+impl Kit {
+    /// Opens the event stream as `user` (from `after`, when given): its body.
+    pub async fn events(&self, user: &User, after: Option<&str>) -> Body {
+        let path = after.map_or("/api/v1/events".to_string(), |a| format!("/api/v1/events?after={a}"));
+        let req = Request::get(path).header("authorization", format!("Bearer {}", user.token));
+        let res = self.app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.into_body()
+    }
 }

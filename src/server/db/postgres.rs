@@ -104,7 +104,7 @@ impl Db {
         self.pool.get().await.map_err(|e| DbError::Unavailable {
             place: self.place().to_string(),
             context: context.to_string(),
-            cause: e.to_string(),
+            cause: with_sources(&e),
         })
     }
 
@@ -127,16 +127,22 @@ pub(crate) fn failure(place: &str, context: &str, e: tokio_postgres::Error) -> D
 fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(d) => format!("{} (SQLSTATE {})", d.message(), d.code().code()),
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text.push_str(&format!(": {s}"));
-                source = s.source();
-            }
-            text
-        }
+        None => with_sources(e),
     }
+}
+
+/// An error and its causes, each once.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.ends_with(&more) {
+            text.push_str(&format!(": {more}"));
+        }
+        source = s.source();
+    }
+    text
 }
 
 fn unreachable(e: &tokio_postgres::Error) -> bool {

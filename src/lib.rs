@@ -41,11 +41,18 @@
 //! - [`review`]: feedback requests: the author's changeset against a base the reviewers have,
 //!   strict patches, the reviewer's rebuild checked against the author's hashes, checkout into a
 //!   new folder, review comments as codemarks. No HTTP (that is [`sync`]); git through [`git`].
+//! - [`transport`]: what every outbound connection shares: https only (plain http to loopback
+//!   alone), no credentials in addresses, extra certificate authorities.
+//! - [`check`]: `marginalia check` for CI bots: which open codemarks a change deletes, modifies
+//!   or moves (relocated to both ends of the change with [`locate`]), reported as text, JSON,
+//!   Markdown or SARIF, and the summary kept on the pull request through [`providers`]. Reads
+//!   codemarks through [`sync`] or [`store`]; no HTTP or SQL of its own, no printing.
 //! - [`cli`]: the command line. Glue: parses, calls the modules above, prints. The only place
 //!   that writes to stdout.
 
 pub mod anchor;
 pub mod api;
+pub mod check;
 pub mod cli;
 pub mod codemark;
 pub mod git;
@@ -58,3 +65,4 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod sync;
+pub mod transport;

@@ -1426,3 +1426,183 @@ fn the_command_line_exits_1_when_the_branch_has_no_pull_request_and_2_without_a_
         (Some(0), "no open pull requests on github:octocat/Hello-World\n".to_owned())
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Comments on a pull request as a whole (a CI bot's summary): list, create, edit
+// ---------------------------------------------------------------------------------------------
+
+/// An issue comment as GitHub returns it: the documented example with another id, author and body.
+fn gh_issue_comment(id: u64, login: &str, body: &str) -> Value {
+    let mut v = fixture_json("github/create-issue-comment.response-201.json");
+    v["id"] = json!(id);
+    v["user"]["login"] = json!(login);
+    v["body"] = json!(body);
+    v["html_url"] = json!(format!("https://github.com/octocat/Hello-World/issues/1347#issuecomment-{id}"));
+    v
+}
+
+#[tokio::test]
+async fn github_pull_request_comments_are_listed_page_by_page_created_and_edited_as_documented() {
+    let host = FakeHost::start();
+    let path = "/repos/octocat/Hello-World/issues/1347/comments";
+    host.on(
+        "GET",
+        &format!("{path}?per_page=100"),
+        Reply::json(200, json!([gh_issue_comment(1, "octocat", "Me too")]).to_string())
+            .header("link", &format!("<{{base}}{path}?per_page=100&page=2>; rel=\"next\"")),
+    );
+    host.on(
+        "GET",
+        &format!("{path}?per_page=100&page=2"),
+        Reply::json(
+            200,
+            json!([gh_issue_comment(2, "ci-bot", "<!-- marginalia-check -->"), {"body": "no id"}]).to_string(),
+        ),
+    );
+    host.on("POST", path, Reply::fixture(201, "github/create-issue-comment.response-201.json"));
+    host.on(
+        "PATCH",
+        "/repos/octocat/Hello-World/issues/comments/2",
+        Reply::json(200, gh_issue_comment(2, "ci-bot", "edited").to_string()),
+    );
+    let s = github(&host);
+    let list = s.forge.pr_comments(1347).await.unwrap();
+    let got: Vec<(&str, Option<&str>)> = list.iter().map(|c| (c.id.as_str(), c.author.as_deref())).collect();
+    assert_eq!(got, [("1", Some("octocat")), ("2", Some("ci-bot"))], "an entry without an id is skipped");
+
+    // The documented request body, and the documented answer read back.
+    let made = s.forge.create_pr_comment(1347, "Me too", false).await.unwrap();
+    assert_eq!(
+        (made.id.as_str(), made.author.as_deref(), made.body.as_str(), made.url.as_deref()),
+        ("1", Some("octocat"), "Me too", Some("https://github.com/octocat/Hello-World/issues/1347#issuecomment-1"))
+    );
+    let post = &host.requests_to("POST", path)[0];
+    assert_eq!(post.json(), fixture_json("github/create-issue-comment.request.json"));
+    assert!(post.query.is_empty());
+    let edited = s.forge.edit_pr_comment(1347, "2", "edited", false).await.unwrap();
+    assert_eq!((edited.id.as_str(), edited.body.as_str()), ("2", "edited"));
+    let patch = &host.requests_to("PATCH", "/repos/octocat/Hello-World/issues/comments/2")[0];
+    assert_eq!(patch.json(), json!({"body": "edited"}));
+    for r in host.requests() {
+        assert_github_headers(&r);
+    }
+    assert_eq!(host.requests_to("GET", path)[1].pairs(), pairs(&[("per_page", "100"), ("page", "2")]));
+
+    // An id that is not a number never reaches a URL; a likely secret is held back; nothing sent.
+    let before = host.requests().len();
+    let e = s.forge.edit_pr_comment(1347, "../../pulls/1", "x", false).await.unwrap_err();
+    assert!(e.to_string().contains("is not a comment id"), "{e}");
+    let e = s.forge.create_pr_comment(1347, "key AKIAIOSFODNN7EXAMPLE", false).await.unwrap_err();
+    assert!(matches!(e, ProviderError::Held(_)), "{e}");
+    assert_eq!(host.requests().len(), before);
+    // Each call is on the ledger with its method and path.
+    let rows = ledger(&s);
+    let calls: Vec<(&str, &str)> = rows.iter().map(|e| (e.method.as_str(), e.endpoint.as_str())).collect();
+    assert_eq!(
+        calls,
+        [("GET", path), ("GET", path), ("POST", path), ("PATCH", "/repos/octocat/Hello-World/issues/comments/2")]
+    );
+    assert!(rows.iter().all(|e| e.subject.as_deref() == Some("github:octocat/Hello-World#1347")));
+}
+
+#[tokio::test]
+async fn gitlab_merge_request_notes_leave_system_notes_out_and_are_edited_with_put() {
+    let host = FakeHost::start();
+    let notes = format!("{GL_MR}/133/notes");
+    let note = |id: u64, who: &str, body: &str, system: bool| {
+        let mut v = fixture_json("gitlab/get-merge-request-note.response-200.json");
+        v["id"] = json!(id);
+        v["author"]["username"] = json!(who);
+        v["body"] = json!(body);
+        v["system"] = json!(system);
+        v
+    };
+    host.on(
+        "GET",
+        &format!("{notes}?sort=asc&order_by=created_at&per_page=100"),
+        Reply::json(
+            200,
+            json!([note(1, "pipin", "Looks fine", false), note(2, "pipin", "added 1 commit", true)]).to_string(),
+        )
+        .header("x-next-page", "2"),
+    );
+    host.on(
+        "GET",
+        &format!("{notes}?sort=asc&order_by=created_at&per_page=100&page=2"),
+        Reply::json(200, json!([note(3, "ci-bot", "<!-- marginalia-check -->", false)]).to_string())
+            .header("x-next-page", ""),
+    );
+    host.on("POST", &notes, Reply::fixture(201, "gitlab/get-merge-request-note.response-200.json"));
+    host.on("PUT", &format!("{notes}/3"), Reply::json(200, note(3, "ci-bot", "new", false).to_string()));
+    let s = gitlab(&host);
+    let list = s.forge.pr_comments(133).await.unwrap();
+    let got: Vec<(&str, Option<&str>)> = list.iter().map(|c| (c.id.as_str(), c.author.as_deref())).collect();
+    assert_eq!(got, [("1", Some("pipin")), ("3", Some("ci-bot"))], "the system note is not a comment");
+    let made = s.forge.create_pr_comment(133, "Comment for MR", false).await.unwrap();
+    assert_eq!(
+        (made.id.as_str(), made.author.as_deref(), made.body.as_str()),
+        ("301", Some("pipin"), "Comment for MR")
+    );
+    let edited = s.forge.edit_pr_comment(133, "3", "new", false).await.unwrap();
+    assert_eq!(edited.body, "new");
+    assert_eq!(host.requests_to("POST", &notes)[0].json(), json!({"body": "Comment for MR"}));
+    assert_eq!(host.requests_to("PUT", &format!("{notes}/3"))[0].json(), json!({"body": "new"}));
+    let reqs = host.requests();
+    assert_eq!(reqs.len(), 4);
+    reqs.iter().for_each(assert_gitlab_headers);
+    assert_eq!(
+        reqs[1].pairs(),
+        pairs(&[("sort", "asc"), ("order_by", "created_at"), ("per_page", "100"), ("page", "2")])
+    );
+}
+
+#[tokio::test]
+async fn bitbucket_pull_request_comments_leave_inline_replies_and_deleted_out_and_follow_next() {
+    let host = FakeHost::start();
+    let path = format!("{BB}/pullrequests/7/comments");
+    let c = |id: u64, extra: Value| {
+        let mut v = json!({"id": id, "content": {"raw": format!("comment {id}")}, "user": {"display_name": "Ann"},
+            "links": {"html": {"href": format!("https://bitbucket.org/team-ws/shop/pull-requests/7#comment-{id}")}}});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    host.on(
+        "GET",
+        &format!("{path}?pagelen=100"),
+        Reply::json(
+            200,
+            json!({"values": [c(1, json!({})), c(2, json!({"inline": {"path": "a.py", "to": 3}}))],
+                   "next": format!("{{base}}{path}?pagelen=100&page=2"), "pagelen": 100})
+            .to_string(),
+        ),
+    );
+    host.on(
+        "GET",
+        &format!("{path}?pagelen=100&page=2"),
+        Reply::json(
+            200,
+            json!({"values": [c(3, json!({"parent": {"id": 1}})), c(4, json!({"deleted": true})), c(5, json!({"user": {"display_name": "CI Bot"}}))],
+                   "pagelen": 100, "page": 2})
+            .to_string(),
+        ),
+    );
+    host.on("POST", &path, Reply::json(201, c(6, json!({"user": {"display_name": "CI Bot"}})).to_string()));
+    host.on("PUT", &format!("{path}/5"), Reply::json(200, c(5, json!({"content": {"raw": "new"}})).to_string()));
+    let s = bitbucket(&host, "bbtoken");
+    let list = s.forge.pr_comments(7).await.unwrap();
+    let got: Vec<(&str, Option<&str>)> = list.iter().map(|c| (c.id.as_str(), c.author.as_deref())).collect();
+    assert_eq!(got, [("1", Some("Ann")), ("5", Some("CI Bot"))]);
+    assert_eq!(list[0].url.as_deref(), Some("https://bitbucket.org/team-ws/shop/pull-requests/7#comment-1"));
+    let made = s.forge.create_pr_comment(7, "summary", false).await.unwrap();
+    assert_eq!(made.id, "6");
+    let edited = s.forge.edit_pr_comment(7, "5", "new", false).await.unwrap();
+    assert_eq!((edited.id.as_str(), edited.body.as_str()), ("5", "new"));
+    assert_eq!(host.requests_to("POST", &path)[0].json(), json!({"content": {"raw": "summary"}}));
+    assert_eq!(host.requests_to("PUT", &format!("{path}/5"))[0].json(), json!({"content": {"raw": "new"}}));
+    for r in host.requests() {
+        assert_eq!(r.header("authorization"), Some("Bearer bbtoken"));
+        assert_eq!(r.header("accept"), Some("application/json"));
+    }
+}

@@ -7,28 +7,14 @@ mod common;
 mod serve;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 
 use common::{Scratch, numbered, stderr, stdout};
 use marginalia::api;
 use marginalia::git::Repo;
 use marginalia::review::{changeset, rebuild};
 use serde_json::Value;
-use serve::{BIN, Served};
-
-fn run(cwd: &Path, data: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .envs(env.iter().copied())
-        .env("MARGINALIA_DATA_DIR", data)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("MARGINALIA_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("the marginalia binary runs")
-}
+use serve::{Served, run};
 
 /// A bare upstream with a history, as a team's remote.
 fn upstream() -> Scratch {

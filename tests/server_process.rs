@@ -5,10 +5,11 @@
 
 #[path = "common/server.rs"]
 mod kit;
+#[path = "common/serve.rs"]
+mod serve;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -34,49 +35,15 @@ impl Drop for Server {
 
 impl Server {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-        cmd.env_remove("MARGINALIA_MASTER_KEY");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("the binary starts");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
-        let url = loop {
-            let line =
-                rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| panic!("no `listening on` line: {seen:?}"));
-            if let Some(url) = line.strip_prefix("listening on ") {
-                break url.to_string();
-            }
-            seen.push(line);
-        };
-        Server { child, url, stderr: rx, seen }
+        let s = serve::spawn(args, env);
+        Server { child: s.child, url: s.url, stderr: s.stderr, seen: s.seen }
     }
 }
 
-/// A test CA, and a certificate for localhost and 127.0.0.1 signed by it, written to `dir`.
+/// A test CA (its PEM), and a certificate for localhost and 127.0.0.1 signed by it, in `dir`.
 fn certificates(dir: &Path) -> (String, std::path::PathBuf, std::path::PathBuf) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, "marginalia test CA");
-    let ca = rcgen::CertifiedIssuer::self_signed(ca, ca_key).unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let params = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-    let cert = params.signed_by(&key, &ca).unwrap();
-    let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server.key"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
-    (ca.pem(), cert_path, key_path)
+    let (ca, cert, key) = serve::certificates(dir);
+    (std::fs::read_to_string(ca).unwrap(), cert, key)
 }
 
 fn invite(data: &Path, team: &str) -> String {

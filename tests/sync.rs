@@ -7,28 +7,13 @@ mod common;
 mod serve;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::lsp::{Lsp, lines_of, range_json, uri};
 use common::{Scratch, numbered, stderr, stdout};
 use serde_json::{Value, json};
-use serve::{BIN, Served};
-
-/// The built binary in `cwd`, with its store in `data` and `env` set.
-fn run(cwd: &Path, data: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .current_dir(cwd)
-        .envs(env.iter().copied())
-        .env("MARGINALIA_DATA_DIR", data)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("MARGINALIA_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("the marginalia binary runs")
-}
+use serve::{BIN, Served, run};
 
 /// The environment of a headless client of `server` with `token`.
 fn headless(server: &Served, token: &str) -> Vec<(&'static str, String)> {

@@ -1,12 +1,14 @@
 //! The command line: argument parsing and what people and scripts read. Glue only: the work
 //! is done in [`crate::locate`], [`crate::anchor`] and [`crate::git`].
 //!
-//! Exit codes: 0 when the command did its job; 1 when a single anchor could not be located, or
-//! a code host said no (`pr`: not found, refused, lines not in the diff, held back);
+//! Exit codes: 0 when the command did its job; 1 when a single anchor could not be located, a
+//! code host said no (`pr`: not found, refused, lines not in the diff, held back), or `check
+//! --fail-on` found what it names;
 //! 2 for usage or environment errors (a bad flag, a folder that is not a repository, an
 //! unknown revision), with a message that says what is wrong.
 
 mod auth;
+mod check;
 mod codemark;
 mod locate;
 mod pr;
@@ -62,6 +64,10 @@ enum Command {
     /// Everything the team server holds about you, as JSON.
     Export(sync::ExportArgs),
 
+    /// For CI bots: which open discussions a change (a pull request) deletes, modifies or
+    /// moves; text, JSON, Markdown or SARIF; `--post` keeps a summary on the pull request.
+    Check(check::CheckArgs),
+
     /// Pull requests on GitHub, GitLab and Bitbucket: the current branch's, review threads at
     /// their lines in the working copy, comments, replies, and opening one.
     Pr(pr::PrArgs),
@@ -94,6 +100,7 @@ pub fn run() -> ExitCode {
         Command::Outbox(args) => sync::outbox(args),
         Command::Egress(args) => sync::egress(args),
         Command::Export(args) => sync::export(args),
+        Command::Check(args) => check::run(args),
         Command::Pr(args) => pr::run(args),
         Command::Auth(args) => auth::run(args),
         Command::Lsp => lsp(),

@@ -384,19 +384,7 @@ fn agree(
 }
 
 fn queue_only(store: &Arc<Mutex<Store>>, q: Queue<'_>) -> Result<Option<Pushed>> {
-    let out = crate::store::Outgoing {
-        key: new_id(),
-        server: q.server.to_owned(),
-        codemark_id: q.subject.to_owned(),
-        op: q.op.to_owned(),
-        method: q.method.to_owned(),
-        path: q.path,
-        body: q.body,
-        code_bytes: q.code_bytes,
-        held: q.held,
-        note: None,
-    };
-    store.lock().unwrap_or_else(|e| e.into_inner()).enqueue(&[out])?;
+    store.lock().unwrap_or_else(|e| e.into_inner()).enqueue(&[q.outgoing()])?;
     Ok(None)
 }
 

@@ -220,6 +220,18 @@ impl Repo {
         Ok(ObjectId(commit.id()))
     }
 
+    /// True in a shallow clone (`git clone --depth=N`): commits before its graft points are
+    /// missing, and so may be revisions named on the command line.
+    pub fn is_shallow(&self) -> bool {
+        self.repo.is_shallow()
+    }
+
+    /// The best common ancestor of two commits (what `git diff A...B` starts from); `None`
+    /// when their histories do not meet here (unrelated, or cut off by a shallow clone).
+    pub fn common_ancestor(&self, a: ObjectId, b: ObjectId) -> Option<ObjectId> {
+        self.repo.merge_base(a.0, b.0).ok().map(ObjectId)
+    }
+
     /// The commit HEAD points at; `None` in a repository without commits.
     pub fn head(&self) -> Option<ObjectId> {
         self.repo.head().ok()?.peel_to_commit().ok().map(|c| ObjectId(c.id()))

@@ -21,7 +21,6 @@ use crate::anchor::{Document, LineRange, Sources, Text, relocate};
 use crate::api::{self, Side};
 use crate::git::Repo;
 use crate::review::{changeset, comment, rebuild};
-use crate::store::Outgoing;
 use crate::sync::reviews::{self, Whose};
 use crate::sync::{SyncError, outbox};
 
@@ -253,18 +252,17 @@ impl Backend {
         path: String,
         body: String,
     ) -> Result<Value> {
-        let out = Outgoing {
-            key: crate::codemark::new_id(),
-            server: st.server.clone(),
-            codemark_id: id.to_owned(),
-            op: op.into(),
-            method: method.into(),
+        let out = reviews::Queue {
+            server: &st.server,
+            subject: id,
+            op,
+            method,
             path,
             body: Some(body),
             code_bytes: 0,
             held: None,
-            note: None,
-        };
+        }
+        .outgoing();
         crate::sync::engine::db(st.store(), move |s| s.enqueue(&[out])).await.map_err(sync_err)?;
         st.nudge();
         Ok(json!({ "id": id, "state": "queued" }))
@@ -302,18 +300,17 @@ impl Backend {
             revision: built.revision,
         };
         let (body, code) = reviews::request_body(&review);
-        let out = Outgoing {
-            key: crate::codemark::new_id(),
-            server: st.server.clone(),
-            codemark_id: review.id.clone(),
-            op: "review".into(),
-            method: "POST".into(),
+        let out = reviews::Queue {
+            server: &st.server,
+            subject: &review.id,
+            op: "review",
+            method: "POST",
             path: "/reviews".into(),
             body: Some(body),
             code_bytes: code,
             held: held.clone(),
-            note: None,
-        };
+        }
+        .outgoing();
         crate::sync::engine::db(st.store(), move |s| s.enqueue(&[out])).await.map_err(sync_err)?;
         if let Some(why) = &held {
             self.client

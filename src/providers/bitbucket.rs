@@ -13,9 +13,12 @@
 //! - Inline comments: `POST .../comments {content: {raw}, inline: {path, to | from}}`. There are
 //!   no multi-line comments: a range is anchored on its last line, and the answer says so.
 //!   Replies: the same POST with `parent: {id}`.
+//! - Comments on the pull request as a whole (a CI summary): the same list, without `inline` or
+//!   `parent`; `POST .../comments {content: {raw}}`, edited with `PUT .../comments/{id}`.
 
 use std::collections::HashMap;
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::anchor::LineRange;
@@ -24,8 +27,8 @@ use super::diff;
 use super::http::{Call, Paging, code_bytes};
 use super::read;
 use super::{
-    ChangedFile, Comment, Forge, NewComment, NewPull, Posted, Provider, ProviderError, PullRequest, Side, Thread,
-    Whoami,
+    ChangedFile, Comment, Forge, NewComment, NewPull, Posted, PrComment, Provider, ProviderError, PullRequest, Side,
+    Thread, Whoami,
 };
 
 const PAGE_LEN: &str = "50";
@@ -288,6 +291,55 @@ pub(super) async fn reply(
     let v = f.json(&call).await?;
     let comment = comment_of(&v).ok_or_else(|| f.unexpected(&what, "the reply has no id".into()))?;
     Ok(Posted { thread_id: id.to_string(), comment, note: None })
+}
+
+/// A comment on the pull request as a whole: not inline, not a reply, not deleted.
+fn pr_comment_of(v: &Value) -> Option<PrComment> {
+    let inline = v.get("inline").is_some_and(|i| !i.is_null());
+    let reply = v.get("parent").is_some_and(|p| !p.is_null());
+    if inline || reply || read::b(v, "/deleted") == Some(true) {
+        return None;
+    }
+    let c = comment_of(v)?;
+    Some(PrComment { id: c.id, author: c.author, body: c.body, url: read::s(v, "/links/html/href") })
+}
+
+pub(super) async fn pr_comments(f: &Forge, n: u64) -> Result<Vec<PrComment>, ProviderError> {
+    let url = rurl(f, &["pullrequests", &n.to_string(), "comments"], &[("pagelen", "100")]);
+    let list = f.pages(url, Paging::Envelope, format!("the comments of pull request #{n}"), Some(n)).await?;
+    Ok(list.iter().filter_map(pr_comment_of).collect())
+}
+
+pub(super) async fn create_pr_comment(
+    f: &Forge,
+    n: u64,
+    body: &str,
+    note: Option<String>,
+) -> Result<PrComment, ProviderError> {
+    let url = rurl(f, &["pullrequests", &n.to_string(), "comments"], &[]);
+    let payload = json!({ "content": { "raw": body } });
+    let mut call = Call::post(url, payload, f.subject(Some(n)), format!("a comment on pull request #{n}"));
+    call.code_bytes = code_bytes(body);
+    call.note = note;
+    let v = f.json(&call).await?;
+    pr_comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the new comment has no id".into()))
+}
+
+pub(super) async fn edit_pr_comment(
+    f: &Forge,
+    n: u64,
+    id: &str,
+    body: &str,
+    note: Option<String>,
+) -> Result<PrComment, ProviderError> {
+    let url = rurl(f, &["pullrequests", &n.to_string(), "comments", id], &[]);
+    let what = format!("comment {id} on pull request #{n}");
+    let payload = json!({ "content": { "raw": body } });
+    let mut call = Call::with_body(Method::PUT, url, payload, f.subject(Some(n)), what);
+    call.code_bytes = code_bytes(body);
+    call.note = note;
+    let v = f.json(&call).await?;
+    pr_comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the edited comment has no id".into()))
 }
 
 pub(super) async fn create_pull(f: &Forge, new: &NewPull, note: Option<String>) -> Result<PullRequest, ProviderError> {

@@ -377,41 +377,11 @@ pub fn split_remote(url: &str) -> Option<(String, String)> {
 /// Checks an API base URL and gives its canonical form (no trailing `/`): `https://`, or
 /// `http://` to this machine only, so tokens and code never cross a network in the clear.
 pub fn check_api_base(s: &str) -> Result<String, ProviderError> {
-    let bad = |why: &str| ProviderError::Setup(format!("`{s}` is not an API address to use: {why}"));
-    let url = reqwest::Url::parse(s.trim()).map_err(|e| bad(&e.to_string()))?;
-    let host = url.host_str().ok_or_else(|| bad("it has no host"))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(host) => {}
-        "http" => {
-            return Err(bad(
-                "plain http:// is refused except to this machine (127.0.0.1, ::1, localhost); use https://",
-            ));
-        }
-        other => return Err(bad(&format!("the scheme is `{other}`; use https://"))),
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("it carries a user name or password; the token is the credential"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("it has a query or fragment"));
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
+    crate::transport::check_url(s)
+        .map_err(|why| ProviderError::Setup(format!("`{s}` is not an API address to use: {why}")))
 }
 
-/// Whether `host` is this machine.
-pub fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || bare.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-/// `scheme://host:port` of a URL.
-pub fn origin(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(u) => format!("{}://{}:{}", u.scheme(), u.host_str().unwrap_or(""), u.port_or_known_default().unwrap_or(0)),
-        Err(_) => url.to_owned(),
-    }
-}
+pub use crate::transport::{is_loopback, origin};
 
 #[cfg(test)]
 mod tests {

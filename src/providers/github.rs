@@ -7,13 +7,15 @@
 //! - Review comments: `GET .../pulls/{n}/comments`, grouped into threads by `in_reply_to_id`; a
 //!   comment whose `line` is null is outdated and is placed from `original_commit_id` and
 //!   `original_line`. Left-side comments refer to the base version of the file.
+//! - Comments on the pull request as a whole (a CI summary): `GET /repos/{o}/{r}/issues/{n}/comments`,
+//!   `POST .../issues/{n}/comments {body}`, edited with `PATCH /repos/{o}/{r}/issues/comments/{id}`.
 //! - Line comments: `POST .../pulls/{n}/comments {body, commit_id, path, line, side}` plus
 //!   `start_line, start_side` for several lines; `subject_type: file` for a file comment.
 //!   Replies: `POST .../pulls/{n}/comments/{id}/replies {body}`.
 
 use std::collections::HashMap;
 
-use reqwest::Url;
+use reqwest::{Method, Url};
 use serde_json::{Value, json};
 
 use crate::anchor::LineRange;
@@ -22,8 +24,8 @@ use super::diff;
 use super::http::{Call, Paging, code_bytes};
 use super::read;
 use super::{
-    ChangedFile, Comment, Forge, NewComment, NewPull, Posted, Provider, ProviderError, PullRequest, Side, Thread,
-    Whoami,
+    ChangedFile, Comment, Forge, NewComment, NewPull, Posted, PrComment, Provider, ProviderError, PullRequest, Side,
+    Thread, Whoami,
 };
 
 const PER_PAGE: &str = "100";
@@ -341,6 +343,52 @@ pub(super) async fn reply(
     let v = f.json(&call).await?;
     let comment = comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the reply has no id".into()))?;
     Ok(Posted { thread_id: id.to_string(), comment, note: None })
+}
+
+fn pr_comment_of(v: &Value) -> Option<PrComment> {
+    Some(PrComment {
+        id: read::s(v, "/id")?,
+        author: read::s(v, "/user/login"),
+        body: read::s(v, "/body").unwrap_or_default(),
+        url: read::s(v, "/html_url"),
+    })
+}
+
+pub(super) async fn pr_comments(f: &Forge, n: u64) -> Result<Vec<PrComment>, ProviderError> {
+    let url = f.url(&repo_path(f, &["issues", &n.to_string(), "comments"]), &[("per_page", PER_PAGE)]);
+    let list = f.pages(url, Paging::Link, format!("the comments of pull request #{n}"), Some(n)).await?;
+    Ok(list.iter().filter_map(pr_comment_of).collect())
+}
+
+pub(super) async fn create_pr_comment(
+    f: &Forge,
+    n: u64,
+    body: &str,
+    note: Option<String>,
+) -> Result<PrComment, ProviderError> {
+    let url = f.url(&repo_path(f, &["issues", &n.to_string(), "comments"]), &[]);
+    let mut call =
+        Call::post(url, json!({ "body": body }), f.subject(Some(n)), format!("a comment on pull request #{n}"));
+    call.code_bytes = code_bytes(body);
+    call.note = note;
+    let v = f.json(&call).await?;
+    pr_comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the new comment has no id".into()))
+}
+
+pub(super) async fn edit_pr_comment(
+    f: &Forge,
+    n: u64,
+    id: &str,
+    body: &str,
+    note: Option<String>,
+) -> Result<PrComment, ProviderError> {
+    let url = f.url(&repo_path(f, &["issues", "comments", id]), &[]);
+    let what = format!("comment {id} on pull request #{n}");
+    let mut call = Call::with_body(Method::PATCH, url, json!({ "body": body }), f.subject(Some(n)), what);
+    call.code_bytes = code_bytes(body);
+    call.note = note;
+    let v = f.json(&call).await?;
+    pr_comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the edited comment has no id".into()))
 }
 
 /// The repository's default branch.

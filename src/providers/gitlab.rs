@@ -13,7 +13,10 @@
 //!   three commits, the paths, `new_line` and/or `old_line` (both for an unchanged line) of the
 //!   last line, and for several lines `line_range {start, end}` with GitLab's line codes
 //!   (`<sha1 of the path>_<old line>_<new line>`). Replies: `POST .../discussions/:id/notes`.
+//! - Notes on the merge request as a whole (a CI summary): `GET .../merge_requests/:iid/notes`
+//!   (oldest first; system notes left out), `POST .../notes {body}`, `PUT .../notes/:id {body}`.
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::anchor::LineRange;
@@ -22,8 +25,8 @@ use super::diff::{self, Kind, Line};
 use super::http::{Call, Paging, code_bytes};
 use super::read;
 use super::{
-    ChangedFile, Comment, Forge, NewComment, NewPull, Posted, Provider, ProviderError, PullRequest, Side, Thread,
-    Whoami,
+    ChangedFile, Comment, Forge, NewComment, NewPull, Posted, PrComment, Provider, ProviderError, PullRequest, Side,
+    Thread, Whoami,
 };
 
 const PER_PAGE: &str = "100";
@@ -311,6 +314,61 @@ pub(super) async fn reply(
     let v = f.json(&call).await?;
     let comment = comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the new note has no id".into()))?;
     Ok(Posted { thread_id: id.to_owned(), comment, note: None })
+}
+
+/// A note on the merge request as a whole; system notes ("added 1 commit") are not comments.
+/// Note objects carry no link of their own (the page is the merge request's, `#note_ID`).
+fn pr_comment_of(v: &Value) -> Option<PrComment> {
+    if read::b(v, "/system") == Some(true) {
+        return None;
+    }
+    Some(PrComment {
+        id: read::s(v, "/id")?,
+        author: read::s(v, "/author/username"),
+        body: read::s(v, "/body").unwrap_or_default(),
+        url: None,
+    })
+}
+
+pub(super) async fn pr_comments(f: &Forge, n: u64) -> Result<Vec<PrComment>, ProviderError> {
+    let url = purl(
+        f,
+        &["merge_requests", &n.to_string(), "notes"],
+        &[("sort", "asc"), ("order_by", "created_at"), ("per_page", PER_PAGE)],
+    );
+    let list = f.pages(url, Paging::Link, format!("the notes of merge request !{n}"), Some(n)).await?;
+    Ok(list.iter().filter_map(pr_comment_of).collect())
+}
+
+pub(super) async fn create_pr_comment(
+    f: &Forge,
+    n: u64,
+    body: &str,
+    note: Option<String>,
+) -> Result<PrComment, ProviderError> {
+    let url = purl(f, &["merge_requests", &n.to_string(), "notes"], &[]);
+    let mut call =
+        Call::post(url, json!({ "body": body }), f.subject(Some(n)), format!("a note on merge request !{n}"));
+    call.code_bytes = code_bytes(body);
+    call.note = note;
+    let v = f.json(&call).await?;
+    pr_comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the new note has no id".into()))
+}
+
+pub(super) async fn edit_pr_comment(
+    f: &Forge,
+    n: u64,
+    id: &str,
+    body: &str,
+    note: Option<String>,
+) -> Result<PrComment, ProviderError> {
+    let url = purl(f, &["merge_requests", &n.to_string(), "notes", id], &[]);
+    let what = format!("note {id} on merge request !{n}");
+    let mut call = Call::with_body(Method::PUT, url, json!({ "body": body }), f.subject(Some(n)), what);
+    call.code_bytes = code_bytes(body);
+    call.note = note;
+    let v = f.json(&call).await?;
+    pr_comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the edited note has no id".into()))
 }
 
 async fn default_branch(f: &Forge) -> Result<String, ProviderError> {

@@ -35,7 +35,7 @@ pub const TIMEOUT_ENV: &str = "MARGINALIA_PROVIDER_TIMEOUT";
 pub const MAX_WAIT_ENV: &str = "MARGINALIA_PROVIDER_MAX_WAIT";
 /// Extra certificate authorities to trust (a PEM file): a GitHub Enterprise or GitLab host with
 /// a private CA. The same variable the sync client reads.
-pub const CA_ENV: &str = "MARGINALIA_CA_CERT";
+pub use crate::transport::CA_ENV;
 
 /// Answers larger than this are refused (a list page is a few hundred KiB at most).
 const MAX_BODY_BYTES: usize = 32 << 20;
@@ -169,8 +169,10 @@ impl Http {
             .user_agent(concat!("marginalia/", env!("CARGO_PKG_VERSION")))
             // Followed by hand, so each hop is on the record and the token stays home.
             .redirect(reqwest::redirect::Policy::none());
-        let client =
-            with_extra_roots(b)?.build().map_err(|e| ProviderError::Setup(format!("cannot set up HTTPS: {e}")))?;
+        let client = crate::transport::with_extra_roots(b)
+            .map_err(ProviderError::Setup)?
+            .build()
+            .map_err(|e| ProviderError::Setup(format!("cannot set up HTTPS: {e}")))?;
         Ok(Http { client, store, options })
     }
 
@@ -211,6 +213,11 @@ impl Call {
 
     pub fn post(url: Url, body: Value, subject: String, what: String) -> Call {
         Call { method: Method::POST, url, accept: None, body: Some(body), code_bytes: 0, subject, what, note: None }
+    }
+
+    /// A request with a JSON body and another method (`PATCH`, `PUT`: editing a comment).
+    pub fn with_body(method: Method, url: Url, body: Value, subject: String, what: String) -> Call {
+        Call { method, url, accept: None, body: Some(body), code_bytes: 0, subject, what, note: None }
     }
 }
 
@@ -730,20 +737,6 @@ fn check_scheme(url: &Url, host: &str) -> Result<(), ProviderError> {
             detail: format!("it points at {other}://{}: only https:// is followed", url.host_str().unwrap_or("")),
         }),
     }
-}
-
-/// Adds the certificate authorities of `MARGINALIA_CA_CERT`, when set, to those the system
-/// trusts.
-fn with_extra_roots(b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, ProviderError> {
-    let Some(path) = std::env::var_os(CA_ENV).filter(|p| !p.is_empty()) else { return Ok(b) };
-    let shown = std::path::Path::new(&path).display().to_string();
-    let pem = std::fs::read(&path).map_err(|e| ProviderError::Setup(format!("cannot read {CA_ENV} ({shown}): {e}")))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| ProviderError::Setup(format!("{CA_ENV} ({shown}) holds no PEM certificate: {e}")))?;
-    if certs.is_empty() {
-        return Err(ProviderError::Setup(format!("{CA_ENV} ({shown}) holds no PEM certificate")));
-    }
-    Ok(b.tls_certs_merge(certs))
 }
 
 /// Bytes of code in a Markdown text: the lines inside fenced code blocks (```` ``` ```` or

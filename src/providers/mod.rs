@@ -280,6 +280,20 @@ pub struct Posted {
     pub note: Option<String>,
 }
 
+/// A comment on a pull request as a whole, not on lines of it (GitHub's issue comments, GitLab's
+/// merge request notes, Bitbucket's comments without `inline`): where a CI bot's summary goes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PrComment {
+    pub id: String,
+    /// The login (GitHub), username (GitLab) or display name (Bitbucket): what
+    /// [`Forge::me`] says for the token's own comments.
+    pub author: Option<String>,
+    pub body: String,
+    /// The comment's page, when the provider says or it can be built from the pull request's.
+    pub url: Option<String>,
+}
+
 /// A pull request's threads, read in one go.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Review {
@@ -403,6 +417,69 @@ impl Forge {
             Provider::GitHub => github::create_pull(self, new, note).await,
             Provider::GitLab => gitlab::create_pull(self, new, note).await,
             Provider::Bitbucket => bitbucket::create_pull(self, new, note).await,
+        }
+    }
+
+    /// The comments on pull request `pr` as a whole (not review comments on lines), oldest
+    /// first, every page; GitLab's system notes are left out.
+    pub async fn pr_comments(&self, pr: u64) -> Result<Vec<PrComment>, ProviderError> {
+        match self.provider() {
+            Provider::GitHub => github::pr_comments(self, pr).await,
+            Provider::GitLab => gitlab::pr_comments(self, pr).await,
+            Provider::Bitbucket => bitbucket::pr_comments(self, pr).await,
+        }
+    }
+
+    /// Adds a comment on pull request `pr` as a whole; `anyway` sends a body that looks like it
+    /// holds a credential.
+    pub async fn create_pr_comment(&self, pr: u64, body: &str, anyway: bool) -> Result<PrComment, ProviderError> {
+        if body.trim().is_empty() {
+            return Err(ProviderError::Setup("the comment is empty: say something".into()));
+        }
+        let note = screen(body, anyway)?;
+        match self.provider() {
+            Provider::GitHub => github::create_pr_comment(self, pr, body, note).await,
+            Provider::GitLab => gitlab::create_pr_comment(self, pr, body, note).await,
+            Provider::Bitbucket => bitbucket::create_pr_comment(self, pr, body, note).await,
+        }
+    }
+
+    /// Replaces the body of comment `id` on pull request `pr` (one of [`Forge::pr_comments`]).
+    pub async fn edit_pr_comment(
+        &self,
+        pr: u64,
+        id: &str,
+        body: &str,
+        anyway: bool,
+    ) -> Result<PrComment, ProviderError> {
+        if body.trim().is_empty() {
+            return Err(ProviderError::Setup("the comment is empty: say something".into()));
+        }
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ProviderError::Setup(format!("`{id}` is not a comment id (a number)")));
+        }
+        let note = screen(body, anyway)?;
+        match self.provider() {
+            Provider::GitHub => github::edit_pr_comment(self, pr, id, body, note).await,
+            Provider::GitLab => gitlab::edit_pr_comment(self, pr, id, body, note).await,
+            Provider::Bitbucket => bitbucket::edit_pr_comment(self, pr, id, body, note).await,
+        }
+    }
+
+    /// Who the token belongs to, as comments name their authors; `None` when the token may not
+    /// say (GitHub Actions' `GITHUB_TOKEN` cannot read `/user`) or the host does not answer.
+    pub async fn me(&self) -> Option<String> {
+        let who = match self.provider() {
+            Provider::GitHub => github::whoami(self).await,
+            Provider::GitLab => gitlab::whoami(self).await,
+            Provider::Bitbucket => bitbucket::whoami(self).await,
+        };
+        match who {
+            Ok(w) => w.user,
+            Err(e) => {
+                tracing::info!("{}: who the token belongs to is unknown: {e}", self.repo.host);
+                None
+            }
         }
     }
 

@@ -74,24 +74,20 @@ pub struct Finding {
 /// two rules find the same secret, the specific one wins (a GitHub token assigned to
 /// `token = "…"` is a `github-token`).
 pub fn scan(text: &str) -> Vec<Finding> {
-    let bytes = text.as_bytes();
-    let mut candidates: Vec<(&'static Rule, Span)> = Vec::new();
-    for (rule, regex) in COMPILED.iter() {
-        rule.find(regex, bytes, &mut candidates);
-    }
-    // Settle overlaps: higher priority first, then earlier, then longer.
-    candidates.sort_by_key(|(rule, span)| (std::cmp::Reverse(rule.priority), span.start, std::cmp::Reverse(span.end)));
-    let (runs_on, candidates): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|(_, span)| span.runs_on);
+    // Candidates are found leftmost first and settled by overlap; a secret hidden inside a
+    // candidate that lost (two tokens run together) is found in a next round, with what was
+    // kept masked out. Two rounds are enough in practice; four bound hostile input.
+    let mut masked = text.as_bytes().to_vec();
     let mut kept = Kept::default();
-    for (rule, span) in candidates {
-        kept.add(rule, span, |_| true);
-    }
-    // A token that runs on into a secret found right after it is a token after all; right to
-    // left, so that a chain of them is settled in one sweep.
-    let mut runs_on = runs_on;
-    runs_on.sort_by_key(|(_, span)| std::cmp::Reverse(span.start));
-    for (rule, span) in runs_on {
-        kept.add(rule, span, |next| next.is_some_and(|n| n.start == span.end));
+    for _ in 0..4 {
+        let before = kept.0.len();
+        settle(&masked, &mut kept);
+        if kept.0.len() == before {
+            break;
+        }
+        for (_, span) in kept.0.values() {
+            masked[span.start..span.end].fill(0);
+        }
     }
     let mut lines = LineCursor::new(text);
     kept.0
@@ -109,6 +105,28 @@ pub fn scan(text: &str) -> Vec<Finding> {
             }
         })
         .collect()
+}
+
+/// One round: every rule's candidates in `bytes`, added to `kept` where they are apart from
+/// what it holds.
+fn settle(bytes: &[u8], kept: &mut Kept) {
+    let mut candidates: Vec<(&'static Rule, Span)> = Vec::new();
+    for (rule, regex) in COMPILED.iter() {
+        rule.find(regex, bytes, &mut candidates);
+    }
+    // Settle overlaps: higher priority first, then earlier, then longer.
+    candidates.sort_by_key(|(rule, span)| (std::cmp::Reverse(rule.priority), span.start, std::cmp::Reverse(span.end)));
+    let (runs_on, candidates): (Vec<_>, Vec<_>) = candidates.into_iter().partition(|(_, span)| span.runs_on);
+    for (rule, span) in candidates {
+        kept.add(rule, span, |_| true);
+    }
+    // A token that runs on into a secret found right after it is a token after all; right to
+    // left, so that a chain of them is settled in one sweep.
+    let mut runs_on = runs_on;
+    runs_on.sort_by_key(|(_, span)| std::cmp::Reverse(span.start));
+    for (rule, span) in runs_on {
+        kept.add(rule, span, |next| next.is_some_and(|n| n.start == span.end));
+    }
 }
 
 /// Findings kept so far, apart from each other, by start.

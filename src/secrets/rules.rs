@@ -141,7 +141,9 @@ pub(super) static RULES: &[Rule] = &[
         id: "jwt",
         what: "a JSON Web Token",
         priority: SPECIFIC,
-        pattern: r"\b(eyJ[A-Za-z0-9_-]{8,})\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+",
+        // Bounded parts (real tokens are far shorter), so a candidate refused for its header
+        // can be searched inside again without going quadratic on a long run of base64.
+        pattern: r"\b(eyJ[A-Za-z0-9_-]{8,4096})\.[A-Za-z0-9_-]{8,16384}\.[A-Za-z0-9_-]{1,4096}",
         check: jwt,
     },
     Rule {
@@ -184,10 +186,15 @@ impl Rule {
         let mut at = 0;
         while let Some(caps) = regex.captures_at(text, at) {
             let whole = caps.get(0).expect("group 0 is the match");
-            found.extend((self.check)(text, &caps).map(|span| (self, span)));
+            let checked = (self.check)(text, &caps);
+            let refused = checked.is_none();
+            found.extend(checked.map(|span| (self, span)));
             let value = caps.iter().skip(2).flatten().last().map(|m| m.start());
             at = match value {
                 Some(value) if self.priority == GENERIC && value > whole.start() => value,
+                // A JWT candidate whose header is not one may hide a real token further in
+                // (two run together): look again just past the refused header.
+                _ if refused && self.id == "jwt" => caps.get(1).map_or(whole.end(), |h| h.end()),
                 _ => whole.end(),
             };
             if at >= text.len() {

@@ -536,3 +536,19 @@ fn regression_a_url_right_after_another_is_found() {
         aa://a:[redacted: url-password]@aa://a:[redacted: url-password]@a"#]],
     );
 }
+
+#[test]
+fn regression_a_token_hidden_inside_a_candidate_that_lost_is_found() {
+    // The key block takes the first token's header; the rest of that token runs on into the
+    // next one, which was dropped with the candidate that overlapped the key, until redaction
+    // uncovered it.
+    let jwt = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxIn0.SflKxwRJSMeKKF2QT4fw";
+    for text in [
+        format!("-----BEGIN RSA PRIVATE KEY-----\n{jwt}{jwt}AKIA-{jwt}"),
+        format!("-----BEGIN RSA PRIVATE KEY-----\n{jwt}AKIA-{jwt}"),
+    ] {
+        let findings = scan(&text);
+        assert_invariants(&text, &findings);
+        assert_eq!(findings.iter().filter(|f| f.rule == "jwt").count(), 1, "{text}");
+    }
+}

@@ -172,7 +172,8 @@ pub fn repo_path(field: &str, value: &str) -> Checked {
     if value.is_empty() {
         return refuse("is empty");
     }
-    if value.starts_with('/') || value.contains('\\') || value.as_bytes().get(1) == Some(&b':') {
+    let drive = matches!(value.as_bytes(), [letter, b':', ..] if letter.is_ascii_alphabetic());
+    if value.starts_with('/') || value.contains('\\') || drive {
         return refuse("is not relative to the repository's root with `/` between folders");
     }
     if value.chars().any(char::is_control) {
@@ -509,7 +510,8 @@ mod tests {
             let (status, message, field) = refusal(repo_path("files[3].new_path", bad));
             assert_eq!((status, field.as_deref()), (422, Some("files[3].new_path")), "{bad:?}: {message}");
         }
-        for good in ["src/x.rs", ".github/workflows/ci.yml", "a/.gitignore", "git/x", "a b/c..d", "ünï/cödé"] {
+        for good in ["src/x.rs", ".github/workflows/ci.yml", "a/.gitignore", "git/x", "a b/c..d", "ünï/cödé", "1:2.txt"]
+        {
             assert!(repo_path("p", good).is_ok(), "{good}");
         }
     }

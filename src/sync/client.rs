@@ -3,7 +3,6 @@
 //! enforces TLS (plain `http://` only to loopback), and turns answers into [`SyncError`]s that
 //! say what to do.
 
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,8 +20,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The event stream sends a keep-alive well within this; silence this long means it is dead.
 const STREAM_IDLE: Duration = Duration::from_secs(90);
 
-/// Extra certificate authorities to trust (a PEM file), for a server with a private CA.
-pub const CA_ENV: &str = "MARGINALIA_CA_CERT";
+pub use crate::transport::CA_ENV;
 
 /// A bearer token. Never printed: `Debug` shows only that there is one.
 #[derive(Clone)]
@@ -81,31 +79,8 @@ impl SyncError {
 /// `http://` to this machine only (the server's dev mode), so tokens and code never cross a
 /// network in the clear.
 pub fn server_url(s: &str) -> Result<String, SyncError> {
-    let bad = |why: &str| SyncError::Setup(format!("`{s}` is not a server address to use: {why}"));
-    let url = reqwest::Url::parse(s.trim()).map_err(|e| bad(&e.to_string()))?;
-    let host = url.host_str().ok_or_else(|| bad("it has no host"))?;
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(host) => {}
-        "http" => {
-            return Err(bad(
-                "plain http:// is refused except to this machine (127.0.0.1, ::1, localhost); use https://",
-            ));
-        }
-        other => return Err(bad(&format!("the scheme is `{other}`; use https://"))),
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad("it carries a user name or password; the token is the credential"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("it has a query or fragment"));
-    }
-    Ok(url.as_str().trim_end_matches('/').to_owned())
-}
-
-fn is_loopback(host: &str) -> bool {
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    crate::transport::check_url(s)
+        .map_err(|why| SyncError::Setup(format!("`{s}` is not a server address to use: {why}")))
 }
 
 /// One request to send.
@@ -148,7 +123,10 @@ impl Client {
                 .connect_timeout(CONNECT_TIMEOUT)
                 .user_agent(concat!("marginalia/", env!("CARGO_PKG_VERSION")))
                 .https_only(!server.starts_with("http://"));
-            with_extra_roots(b)?.build().map_err(|e| SyncError::Setup(format!("cannot set up HTTPS: {e}")))
+            crate::transport::with_extra_roots(b)
+                .map_err(SyncError::Setup)?
+                .build()
+                .map_err(|e| SyncError::Setup(format!("cannot set up HTTPS: {e}")))
         };
         let http = build(reqwest::Client::builder().timeout(TIMEOUT))?;
         let stream = build(reqwest::Client::builder().read_timeout(STREAM_IDLE))?;
@@ -181,7 +159,7 @@ impl Client {
         let endpoint = format!("{}{}", api::PREFIX, call.path.split('?').next().unwrap_or_default());
         let entry = Egress {
             at: now_ms(),
-            destination: origin(&self.server),
+            destination: crate::transport::origin(&self.server),
             method: call.method.to_string(),
             endpoint,
             subject: call.subject.map(str::to_owned),
@@ -257,28 +235,6 @@ impl Client {
     }
 }
 
-/// `scheme://host:port` of a server address, for the ledger.
-fn origin(server: &str) -> String {
-    match reqwest::Url::parse(server) {
-        Ok(u) => format!("{}://{}:{}", u.scheme(), u.host_str().unwrap_or(""), u.port_or_known_default().unwrap_or(0)),
-        Err(_) => server.to_owned(),
-    }
-}
-
-/// Adds the certificate authorities of `MARGINALIA_CA_CERT`, when set, to those the system
-/// trusts.
-fn with_extra_roots(b: reqwest::ClientBuilder) -> Result<reqwest::ClientBuilder, SyncError> {
-    let Some(path) = std::env::var_os(CA_ENV).filter(|p| !p.is_empty()) else { return Ok(b) };
-    let shown = std::path::Path::new(&path).display().to_string();
-    let pem = std::fs::read(&path).map_err(|e| SyncError::Setup(format!("cannot read {CA_ENV} ({shown}): {e}")))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem)
-        .map_err(|e| SyncError::Setup(format!("{CA_ENV} ({shown}) holds no PEM certificate: {e}")))?;
-    if certs.is_empty() {
-        return Err(SyncError::Setup(format!("{CA_ENV} ({shown}) holds no PEM certificate")));
-    }
-    Ok(b.tls_certs_merge(certs))
-}
-
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, SyncError> {
@@ -293,32 +249,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_https_or_plain_http_to_this_machine() {
-        assert_eq!(server_url("https://team.example.com/").unwrap(), "https://team.example.com");
-        assert_eq!(
-            server_url("https://team.example.com:8443/marginalia/").unwrap(),
-            "https://team.example.com:8443/marginalia"
-        );
-        for ok in ["http://127.0.0.1:8080", "http://localhost:3000", "http://[::1]:9000", "http://127.8.9.1"] {
-            assert!(server_url(ok).is_ok(), "{ok}");
-        }
-        for (bad, says) in [
-            ("http://team.example.com", "plain http:// is refused"),
-            ("http://10.0.0.5:8080", "plain http:// is refused"),
-            ("ftp://team.example.com", "scheme is `ftp`"),
-            ("https://bob:secret@team.example.com", "user name or password"),
-            ("https://team.example.com/?token=x", "query"),
-            ("team.example.com", "not a server address"),
-        ] {
-            let e = server_url(bad).unwrap_err().to_string();
-            assert!(e.contains(says), "{bad}: {e}");
-        }
-    }
-
-    #[test]
-    fn the_ledger_names_the_origin_with_its_port() {
-        assert_eq!(origin("https://team.example.com/x"), "https://team.example.com:443");
-        assert_eq!(origin("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+    fn a_server_address_is_checked_with_the_transport_rules() {
+        let e = server_url("http://team.example.com").unwrap_err().to_string();
+        assert!(e.contains("is not a server address to use: plain http:// is refused"), "{e}");
     }
 
     #[test]

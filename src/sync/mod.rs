@@ -13,8 +13,8 @@
 //! - [`convert`]: codemarks between the local model and the wire ([`crate::api`]).
 //! - [`sse`]: Server-Sent Events, parsed incrementally.
 //!
-//! **Architecture invariant:** the only module that knows HTTP on the client side (reqwest);
-//! it knows the server only through [`crate::api`].
+//! **Architecture invariant:** the only module that talks to the team server; it knows the server
+//! only through [`crate::api`] (the code hosts are [`crate::providers`]'s).
 
 pub mod client;
 pub mod convert;

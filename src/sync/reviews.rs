@@ -60,20 +60,27 @@ pub struct Queue<'a> {
     pub held: Option<String>,
 }
 
+impl Queue<'_> {
+    /// The outbox row that carries it, with a fresh idempotency key.
+    pub fn outgoing(self) -> Outgoing {
+        Outgoing {
+            key: new_id(),
+            server: self.server.to_owned(),
+            codemark_id: self.subject.to_owned(),
+            op: self.op.to_owned(),
+            method: self.method.to_owned(),
+            path: self.path,
+            body: self.body,
+            code_bytes: self.code_bytes,
+            held: self.held,
+            note: None,
+        }
+    }
+}
+
 /// Queues one change and pushes the outbox; what the push did.
 pub async fn send(store: &Arc<Mutex<Store>>, client: &Client, q: Queue<'_>) -> Result<Pushed, SyncError> {
-    let out = Outgoing {
-        key: new_id(),
-        server: q.server.to_owned(),
-        codemark_id: q.subject.to_owned(),
-        op: q.op.to_owned(),
-        method: q.method.to_owned(),
-        path: q.path,
-        body: q.body,
-        code_bytes: q.code_bytes,
-        held: q.held,
-        note: None,
-    };
+    let out = q.outgoing();
     engine::db(store, move |s| s.enqueue(&[out])).await?;
     engine::push(store, client).await
 }

@@ -31,6 +31,61 @@ impl Drop for Served {
     }
 }
 
+/// A started `marginalia serve`: the process, its address, the rest of its stderr, and the
+/// lines it printed before `listening on`.
+pub struct Spawned {
+    pub child: Child,
+    pub url: String,
+    pub stderr: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+/// Starts `marginalia serve ARGS` (without `MARGINALIA_MASTER_KEY` unless `env` sets it) and
+/// waits for its `listening on URL` line.
+pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Spawned {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve").args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.env_remove("MARGINALIA_MASTER_KEY");
+    cmd.envs(env.iter().copied());
+    let mut child = cmd.spawn().expect("the marginalia binary starts");
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let url = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no `listening on` line from the server: {seen:?}"));
+        if let Some(url) = line.strip_prefix("listening on ") {
+            break url.trim().to_string();
+        }
+        seen.push(line);
+    };
+    Spawned { child, url, stderr: rx, seen }
+}
+
+/// The built binary in `cwd`, with its store in `data` and `env` set (git's own configuration
+/// ignored).
+pub fn run(cwd: &Path, data: &Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(cwd)
+        .envs(env.iter().copied())
+        .env("MARGINALIA_DATA_DIR", data)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("MARGINALIA_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("the marginalia binary runs")
+}
+
 /// A CA, and a certificate it signed for localhost and 127.0.0.1, written into `dir`.
 pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -57,42 +112,12 @@ impl Served {
     }
 
     fn start_in(data: TempDir, ca: PathBuf, cert: &Path, key: &Path) -> Served {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data"])
-            .arg(data.path())
-            .arg("--tls-cert")
-            .arg(cert)
-            .arg("--tls-key")
-            .arg(key)
-            .args(["--rate-limit", "0"])
-            .env("MARGINALIA_MASTER_KEY", MASTER_HEX)
-            .env("MARGINALIA_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the marginalia binary starts");
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut seen = Vec::new();
-        let url = loop {
-            let line = rx
-                .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("no `listening on` line from the server: {seen:?}"));
-            if let Some(url) = line.strip_prefix("listening on ") {
-                break url.trim().to_string();
-            }
-            seen.push(line);
-        };
-        Served { child, url, data, ca, stderr: rx }
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let dir = data.path().display().to_string();
+        let args =
+            ["--listen", "127.0.0.1:0", "--data", &dir, "--tls-cert", &cert, "--tls-key", &key, "--rate-limit", "0"];
+        let s = spawn(&args, &[("MARGINALIA_MASTER_KEY", MASTER_HEX), ("MARGINALIA_LOG", "warn")]);
+        Served { child: s.child, url: s.url, data, ca, stderr: s.stderr }
     }
 
     /// A single-use invite to `team` (made on first use), as an operator gets one.

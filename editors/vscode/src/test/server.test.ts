@@ -101,12 +101,26 @@ test("the server's codemarks map to threads where it placed them", { skip }, asy
 
 test('a command the server does not have yet is reported as not supported', { skip }, async () => {
   const c = rpc as MessageConnection;
+  const future = 'marginalia.review.someday';
   await assert.rejects(
-    c.sendRequest('workspace/executeCommand', { command: SERVER.reviewRequest, arguments: [{ title: 't' }] }),
+    c.sendRequest('workspace/executeCommand', { command: future, arguments: [{}] }),
+    (err: unknown) => {
+      const f = explainFailure(future, err, true);
+      assert.equal(f.unsupported, true, JSON.stringify(err));
+      assert.match(f.message, /does not support reviews \(marginalia\.review\.someday\) yet/);
+      return true;
+    },
+  );
+});
+
+test('a command the server has, given bad arguments, is an error the server already showed', { skip }, async () => {
+  const c = rpc as MessageConnection;
+  await assert.rejects(
+    c.sendRequest('workspace/executeCommand', { command: SERVER.reviewRequest, arguments: [{}] }),
     (err: unknown) => {
       const f = explainFailure(SERVER.reviewRequest, err, true);
-      assert.equal(f.unsupported, true, JSON.stringify(err));
-      assert.match(f.message, /does not support reviews \(marginalia\.review\.request\) yet/);
+      assert.equal(f.unsupported, false, JSON.stringify(err));
+      assert.equal(f.alreadyShown, true, JSON.stringify(err));
       return true;
     },
   );

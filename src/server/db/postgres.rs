@@ -315,15 +315,29 @@ impl PostgresStorage {
             let mut tx = c.transaction().await.map_err(db.err(COMMIT_CONTEXT))?;
             let mut signals = Vec::new();
             for (batch, done) in jobs.by_ref() {
-                let sp = tx.savepoint("batch").await.map_err(db.err(COMMIT_CONTEXT))?;
+                // When the database goes away half way, the batch at hand is told so with the
+                // rest (below): a request is never left without an answer.
+                let sp = match tx.savepoint("batch").await {
+                    Ok(sp) => sp,
+                    Err(e) => {
+                        again.push((batch, done));
+                        return Err(db.err(COMMIT_CONTEXT)(e));
+                    }
+                };
                 match apply(&sp, &batch).await {
                     Ok(s) => {
-                        sp.commit().await.map_err(db.err(COMMIT_CONTEXT))?;
+                        if let Err(e) = sp.commit().await {
+                            again.push((batch, done));
+                            return Err(db.err(COMMIT_CONTEXT)(e));
+                        }
                         signals.extend(s);
                         applied.push((batch, done));
                     }
                     Err(fail) => {
-                        sp.rollback().await.map_err(db.err(COMMIT_CONTEXT))?;
+                        if let Err(e) = sp.rollback().await {
+                            again.push((batch, done));
+                            return Err(db.err(COMMIT_CONTEXT)(e));
+                        }
                         match self.refusal(fail) {
                             Refusal::Db(e @ DbError::Unavailable { .. }) => {
                                 refused.push((DbError::Changed, done));
@@ -1207,8 +1221,12 @@ impl Storage for PostgresStorage {
             };
             let turn = inner.write_turn.clone().acquire_owned().await.map_err(|e| lost(&e))?;
             // The group before ours may have taken ours with it.
-            if let Ok(result) = outcome.try_recv() {
-                return result;
+            match outcome.try_recv() {
+                Ok(result) => return result,
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                    return Err(lost(&"the group it went with ended without an answer"));
+                }
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
             }
             let jobs = std::mem::take(&mut *inner.pending.lock().unwrap_or_else(|p| p.into_inner()));
             // On a task of its own: a request that goes away (its client hung up) must not

@@ -240,7 +240,13 @@ impl Cluster {
         self.pg_ctl(&["stop", "-m", "fast", "-w"], None).expect("the test PostgreSQL stops");
     }
 
-    /// Starts it again after [`Cluster::stop`].
+    /// Stops the server as a crash would (immediate shutdown: no checkpoint; what was committed
+    /// is recovered from the write-ahead log on the next start, when the cluster is durable).
+    pub fn crash(&self) {
+        self.pg_ctl(&["stop", "-m", "immediate", "-w"], None).expect("the test PostgreSQL stops");
+    }
+
+    /// Starts it again after [`Cluster::stop`] or [`Cluster::crash`].
     pub fn start_again(&self) {
         self.pg_ctl(&["start", "-w", "-t", "60", "-l"], Some(&self.dir.join("log")))
             .expect("the test PostgreSQL starts");

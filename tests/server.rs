@@ -1408,4 +1408,327 @@ on_every_backend!(
     oversized_revisions_and_hostile_paths_are_refused_naming_the_field,
     the_feed_and_the_stream_carry_reviews_as_they_are_and_a_deleted_one_as_deleted,
     rotating_the_master_key_keeps_every_team_readable_under_the_new_key_only,
+    spoiled_requests_at_every_route_get_a_4xx_and_change_nothing,
 );
+
+/// One way to spoil a request: each always makes it invalid, whatever the route.
+#[derive(Clone, Debug)]
+enum Spoil {
+    /// The JSON cut short after this many bytes (a prefix of an object is never a whole one).
+    Truncated(proptest::sample::Index),
+    /// A byte that is never UTF-8 (0xFF) put in at this place.
+    NotUtf8(proptest::sample::Index),
+    /// The value at this place (of the body's values, in document order) of another type.
+    WrongType(proptest::sample::Index, proptest::sample::Index),
+    /// The next string from this place made longer than any field's limit.
+    Huge(proptest::sample::Index),
+    /// A field no request has, in the next object from this place.
+    Unknown(proptest::sample::Index, String),
+    /// The next `id` field from this place (else the path's id) not a UUID.
+    BadId(proptest::sample::Index, proptest::sample::Index),
+}
+
+fn spoil_strategy() -> impl proptest::strategy::Strategy<Value = (proptest::sample::Index, Spoil)> {
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+    let spoil = prop_oneof![
+        any::<Index>().prop_map(Spoil::Truncated),
+        any::<Index>().prop_map(Spoil::NotUtf8),
+        (any::<Index>(), any::<Index>()).prop_map(|(a, b)| Spoil::WrongType(a, b)),
+        any::<Index>().prop_map(Spoil::Huge),
+        (any::<Index>(), "zz_[a-z]{1,12}").prop_map(|(a, k)| Spoil::Unknown(a, k)),
+        (any::<Index>(), any::<Index>()).prop_map(|(a, b)| Spoil::BadId(a, b)),
+    ];
+    (any::<Index>(), spoil)
+}
+
+const BAD_IDS: [&str; 6] = [
+    "not-a-uuid",
+    "0190c5a8-7b7e-7c3e-9f00-00000000000g",
+    "'; DROP TABLE codemarks; --",
+    "..%2F..%2Fetc%2Fpasswd",
+    "%F0%28%8C%28",
+    "",
+];
+
+/// `s` as one path segment: spaces, quotes and the like percent-encoded (a `%` already there is
+/// kept, so the ids above may carry encoded bytes of their own).
+fn in_path(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'%' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// JSON pointers to every value of `v`, the root first.
+fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+    out.push(at.clone());
+    match v {
+        Value::Object(m) => {
+            m.iter().for_each(|(k, x)| pointers(x, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out))
+        }
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| pointers(x, format!("{at}/{i}"), out)),
+        _ => {}
+    }
+}
+
+/// The first pointer from `start` (going round) whose value passes `fits`.
+fn next_fitting(body: &Value, start: &proptest::sample::Index, fits: impl Fn(&str, &Value) -> bool) -> Option<String> {
+    let mut all = Vec::new();
+    pointers(body, String::new(), &mut all);
+    let first = start.index(all.len());
+    (0..all.len()).map(|i| &all[(first + i) % all.len()]).find(|p| fits(p, body.pointer(p).unwrap())).cloned()
+}
+
+/// The request `spoil` makes of a route's valid request: its path and body bytes.
+fn spoiled(path: &str, id: Option<&str>, body: &Value, spoil: &Spoil) -> (String, Vec<u8>) {
+    let text = serde_json::to_vec(body).unwrap();
+    let mut body = body.clone();
+    let mut path = path.to_string();
+    match spoil {
+        Spoil::Truncated(at) => return (path, text[..at.index(text.len())].to_vec()),
+        Spoil::NotUtf8(at) => {
+            let mut text = text;
+            text.insert(at.index(text.len() + 1), 0xFF);
+            return (path, text);
+        }
+        Spoil::WrongType(at, with) => {
+            let p = next_fitting(&body, at, |_, _| true).unwrap();
+            let other: Vec<Value> = match body.pointer(&p).unwrap() {
+                Value::String(_) => vec![json!(7), json!(true), json!([]), json!({})],
+                Value::Number(_) => vec![json!("seven"), json!(true), json!([1]), json!({})],
+                Value::Bool(_) => vec![json!(1), json!("yes"), json!([]), json!({})],
+                Value::Array(_) => vec![json!("x"), json!(1), json!({"a": 1})],
+                Value::Object(_) => vec![json!("x"), json!(1), json!([])],
+                Value::Null => vec![json!(1), json!([]), json!({})],
+            };
+            *body.pointer_mut(&p).unwrap() = other[with.index(other.len())].clone();
+        }
+        Spoil::Huge(at) => {
+            let p = next_fitting(&body, at, |_, v| v.is_string()).unwrap();
+            *body.pointer_mut(&p).unwrap() = json!("x".repeat(300_000));
+        }
+        Spoil::Unknown(at, key) => {
+            let p = next_fitting(&body, at, |_, v| v.is_object()).unwrap();
+            body.pointer_mut(&p).unwrap().as_object_mut().unwrap().insert(key.clone(), json!(1));
+        }
+        Spoil::BadId(at, which) => {
+            let bad = BAD_IDS[which.index(BAD_IDS.len())];
+            match next_fitting(&body, at, |p, v| v.is_string() && (p.ends_with("/id") || p.ends_with("_id"))) {
+                Some(p) => *body.pointer_mut(&p).unwrap() = json!(bad),
+                None => match id {
+                    Some(id) => path = path.replace(id, &in_path(bad)),
+                    None => return (path, b"[".to_vec()),
+                },
+            }
+        }
+    }
+    (path, serde_json::to_vec(&body).unwrap())
+}
+
+/// A route that takes a body: method, path, the id in the path, a valid body, the token.
+type SpoiledRoute<'a> = (Method, String, Option<String>, Value, Option<&'a str>);
+
+/// What a refused request must leave as it was: the rows of every table but the audit log, the
+/// idempotency records and the rate limits, and what the team's members read (but the tokens'
+/// `last_used`, which any request moves).
+async fn everything_as_it_was(kit: &Kit, ada: &User, places: &[String]) -> Vec<String> {
+    let mut seen = Vec::new();
+    for table in [
+        "teams",
+        "members",
+        "tokens",
+        "invites",
+        "repos",
+        "codemarks",
+        "replies",
+        "events",
+        "reviews",
+        "revisions",
+        "reviewers",
+    ] {
+        seen.push(format!("{table}: {}", kit.number(&format!("SELECT count(*) FROM {table}")).await));
+    }
+    for place in places {
+        seen.push(kit.call(Method::GET, place, Some(&ada.token), None).await.text);
+    }
+    seen
+}
+
+/// Bad input at volume, as a property: generated spoilings (cut-short and non-UTF-8 JSON, values
+/// of the wrong type, strings over every limit, unknown fields, ids that are no UUID) of a valid
+/// request to every route that takes a body, plus oversized bodies and hostile ids in every path:
+/// never a 5xx, never a panic, every write refused with a 4xx, and nothing stored or changed.
+async fn spoiled_requests_at_every_route_get_a_4xx_and_change_nothing(backend: Backend) {
+    use proptest::strategy::{Strategy, ValueTree};
+    let kit = backend.kit().await;
+    let ada = kit.join("t", "Ada", Role::Admin).await;
+    let bob = kit.join("t", "Bob", Role::Member).await;
+    let (cm, reply, rv) = (id(), id(), id());
+    let made =
+        kit.call(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(new_codemark(&cm, REPO, "b", "s"))).await;
+    assert_eq!(made.status, 201);
+    let replied = json!({"id": reply, "body": "r", "created": 2});
+    let made =
+        kit.call(Method::POST, &format!("/api/v1/codemarks/{cm}/replies"), Some(&ada.token), Some(replied)).await;
+    assert_eq!(made.status, 201);
+    let made = kit.call(Method::POST, "/api/v1/reviews", Some(&ada.token), Some(new_review(&rv, REPO, "r", &[]))).await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let code = kit.invite("t", Some(Role::Member)).await;
+    let places = [
+        format!("/api/v1/codemarks/{cm}"),
+        format!("/api/v1/reviews/{rv}"),
+        "/api/v1/members".to_string(),
+        "/api/v1/repos".to_string(),
+        "/api/v1/changes?limit=1000".to_string(),
+    ];
+    let before = everything_as_it_was(&kit, &ada, &places).await;
+
+    let bob_id = bob.member_id.clone();
+    // Each route that takes a body, with a valid body, and the id in its path.
+    let routes: Vec<SpoiledRoute> = vec![
+        (
+            Method::POST,
+            "/api/v1/login".into(),
+            None,
+            json!({"invite": code, "name": "Zed", "email": "z@example.com", "token_label": "t"}),
+            None,
+        ),
+        (Method::POST, "/api/v1/invites".into(), None, json!({"role": "member", "ttl_hours": 24}), Some(&ada.token)),
+        (
+            Method::PATCH,
+            format!("/api/v1/members/{bob_id}"),
+            Some(bob_id.clone()),
+            json!({"role": "admin"}),
+            Some(&ada.token),
+        ),
+        (Method::POST, "/api/v1/tokens".into(), None, json!({"label": "laptop"}), Some(&ada.token)),
+        (
+            Method::PUT,
+            "/api/v1/repos".into(),
+            None,
+            json!({"key": "github.com/acme/other", "roots": ["1".repeat(40)]}),
+            Some(&ada.token),
+        ),
+        (Method::POST, "/api/v1/codemarks".into(), None, new_codemark(&id(), REPO, "b", "s"), Some(&ada.token)),
+        (
+            Method::PATCH,
+            format!("/api/v1/codemarks/{cm}"),
+            Some(cm.clone()),
+            json!({"body": "changed", "title": "changed", "status": "resolved"}),
+            Some(&ada.token),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/codemarks/{cm}/replies"),
+            Some(cm.clone()),
+            json!({"id": id(), "body": "r", "created": 3}),
+            Some(&ada.token),
+        ),
+        (Method::POST, "/api/v1/reviews".into(), None, new_review(&id(), REPO, "another", &[]), Some(&ada.token)),
+        (
+            Method::PATCH,
+            format!("/api/v1/reviews/{rv}"),
+            Some(rv.clone()),
+            json!({"title": "x", "description": "y", "status": "closed", "reviewers": [bob_id]}),
+            Some(&ada.token),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/reviews/{rv}/revisions"),
+            Some(rv.clone()),
+            new_revision(&id(), CART_PATCH),
+            Some(&ada.token),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/reviews/{rv}/verdict"),
+            Some(rv.clone()),
+            json!({"verdict": "approved"}),
+            Some(&bob.token),
+        ),
+    ];
+
+    let send = |method: Method, path: String, body: Vec<u8>, token: Option<&str>| {
+        let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        kit.send(req.body(Body::from(body)).unwrap())
+    };
+
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = spoil_strategy();
+    let cases = 400;
+    for _ in 0..cases {
+        let (route, spoil) = strategy.new_tree(&mut runner).unwrap().current();
+        let (method, path, path_id, body, token) = &routes[route.index(routes.len())];
+        let (to, bytes) = spoiled(path, path_id.as_deref(), body, &spoil);
+        let sent: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
+        let res = send(method.clone(), to.clone(), bytes, *token).await;
+        assert!(
+            (400..500).contains(&res.status),
+            "{method} {to} with {sent} answered {}: {}",
+            res.status,
+            res.text.chars().take(300).collect::<String>()
+        );
+        assert!(res.json["error"]["code"].is_string(), "an error body: {}", res.text);
+    }
+
+    // Bodies over the request limit, at every route that takes one.
+    for (method, path, _, _, token) in &routes {
+        let limit = if path.ends_with("/revisions") || path == "/api/v1/reviews" {
+            marginalia::api::limits::MAX_REVISION_REQUEST_BYTES
+        } else {
+            marginalia::api::limits::MAX_REQUEST_BYTES
+        };
+        let huge = format!(r#"{{"pad": "{}"}}"#, "y".repeat(limit));
+        let res = send(method.clone(), path.clone(), huge.into_bytes(), *token).await;
+        assert_eq!((res.status, res.code()), (413, "too_large"), "{method} {path}");
+    }
+    // Hostile ids in every path that has one, whatever the method (a DELETE too).
+    let templates = [
+        (Method::PATCH, "/api/v1/members/{}"),
+        (Method::DELETE, "/api/v1/members/{}"),
+        (Method::DELETE, "/api/v1/tokens/{}"),
+        (Method::GET, "/api/v1/codemarks/{}"),
+        (Method::PATCH, "/api/v1/codemarks/{}"),
+        (Method::DELETE, "/api/v1/codemarks/{}"),
+        (Method::POST, "/api/v1/codemarks/{}/replies"),
+        (Method::DELETE, "/api/v1/codemarks/{}/replies/{}"),
+        (Method::GET, "/api/v1/reviews/{}"),
+        (Method::PATCH, "/api/v1/reviews/{}"),
+        (Method::DELETE, "/api/v1/reviews/{}"),
+        (Method::POST, "/api/v1/reviews/{}/revisions"),
+        (Method::GET, "/api/v1/reviews/{}/revisions/{}"),
+        (Method::POST, "/api/v1/reviews/{}/verdict"),
+    ];
+    let long = "a".repeat(5000);
+    for (method, template) in &templates {
+        for bad in BAD_IDS.iter().copied().chain([long.as_str(), "-1", "99999999999999999999999"]) {
+            let path = template.replace("{}", &in_path(bad));
+            if path.contains("//") || path.ends_with('/') {
+                continue;
+            }
+            let res = send(method.clone(), path.clone(), b"{}".to_vec(), Some(&ada.token)).await;
+            assert!((400..500).contains(&res.status), "{method} {path} answered {}: {}", res.status, res.text);
+        }
+    }
+    // Hostile query strings on the reads.
+    for q in [
+        "/api/v1/changes?after=-1",
+        "/api/v1/changes?limit=abc",
+        "/api/v1/changes?after=99999999999999999999999",
+        "/api/v1/events?after=%FF",
+        "/api/v1/codemarks?repo=%00",
+        "/api/v1/reviews?status=%27",
+        "/api/v1/export?x=%ZZ",
+    ] {
+        let res = kit.call(Method::GET, q, Some(&ada.token), None).await;
+        assert!(res.status < 500, "{q} answered {}: {}", res.status, res.text);
+    }
+
+    assert_eq!(everything_as_it_was(&kit, &ada, &places).await, before, "nothing stored, nothing changed");
+}

@@ -212,6 +212,9 @@ struct Traffic {
     urls: Arc<Vec<String>>,
     /// Codemarks to read and reply to.
     known: Arc<Vec<String>>,
+    /// Writes acknowledged so far: each is one event of the team, so this is the team's cursor
+    /// between phases.
+    written: Arc<AtomicU64>,
 }
 
 impl Traffic {
@@ -258,12 +261,18 @@ impl Traffic {
             .body(body)
             .send()
             .await;
-        sent.is_ok_and(|r| r.status() == 201).then_some(Kind::Write)
+        let ok = sent.is_ok_and(|r| r.status() == 201);
+        if ok {
+            self.written.fetch_add(1, Ordering::Relaxed);
+        }
+        ok.then_some(Kind::Write)
     }
 }
 
-/// Listens on the event stream with each token until `stop`, counting the events received.
+/// Listens on the event stream with each token from the team's current cursor (as a client
+/// that was already caught up), counting the events received, until aborted.
 fn listen(traffic: &Traffic, tokens: &[String], count: Arc<AtomicU64>) -> Vec<tokio::task::JoinHandle<()>> {
+    let after = traffic.written.load(Ordering::Relaxed);
     tokens
         .iter()
         .enumerate()
@@ -271,7 +280,8 @@ fn listen(traffic: &Traffic, tokens: &[String], count: Arc<AtomicU64>) -> Vec<to
             let (client, url, token, count) =
                 (traffic.client.clone(), traffic.url(i).to_string(), token.clone(), count.clone());
             tokio::spawn(async move {
-                let Ok(r) = client.get(format!("{url}/api/v1/events")).bearer_auth(&token).send().await else { return };
+                let events = format!("{url}/api/v1/events?after={after}");
+                let Ok(r) = client.get(events).bearer_auth(&token).send().await else { return };
                 let mut stream = r.bytes_stream();
                 while let Some(Ok(chunk)) = stream.next().await {
                     let n = chunk.windows(5).filter(|w| w == b"data:").count() as u64;
@@ -333,7 +343,12 @@ async fn run(
         tokens.push(member["token"].as_str().unwrap().to_string());
     }
     // Codemarks to read and reply to.
-    let mut traffic = Traffic { client: http.clone(), urls: Arc::new(urls), known: Arc::new(Vec::new()) };
+    let mut traffic = Traffic {
+        client: http.clone(),
+        urls: Arc::new(urls),
+        known: Arc::new(Vec::new()),
+        written: Arc::new(AtomicU64::new(0)),
+    };
     let mut known = Vec::new();
     for n in 0..200u64 {
         let id = uuid::Uuid::now_v7().to_string();

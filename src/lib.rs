@@ -13,7 +13,7 @@
 //!   ones anchored to their text until a commit holds them), placing anchors in the working
 //!   tree or an editor buffer. Shared by the language server and the CLI; no SQL, no LSP.
 //! - [`store`]: the local store (one SQLite file, WAL, versioned migrations). **Invariant:** the
-//!   only module that knows SQL, but for the sync server's own storage (`server::db::sqlite`).
+//!   only module that knows SQL, but for the sync server's own storage (`server::db`).
 //! - [`sync`]: the sync client: the outbox of local changes, pushing and pulling, the event
 //!   stream, signing in. **Invariant:** the only module that talks to the team server; it knows the
 //!   server only through [`api`].
@@ -30,8 +30,10 @@
 //!   choosing a store that works, reading, storing, deleting. Blocking. **Invariant:** the only
 //!   module that knows keyring; secrets never appear in its errors, logs or `Debug` output.
 //! - [`server`]: the sync server, `marginalia serve`: HTTPS JSON API, team scoping and roles,
-//!   encryption at rest, the audit log, the event stream. **Invariant:** the only module that
-//!   knows axum and HTTP; its SQL stays in `server::db::sqlite`, its cipher in `server::crypto`.
+//!   encryption at rest, the audit log, the event stream; on SQLite (one process) or PostgreSQL
+//!   (several processes over one database: events, idempotency keys and rate limits shared
+//!   through it). **Invariant:** the only module that knows axum and HTTP; its SQL stays in
+//!   `server::db::sqlite` and `server::db::postgres`, its cipher in `server::crypto`.
 //! - [`providers`]: pull requests on GitHub (and Enterprise Server), GitLab (and self-managed)
 //!   and Bitbucket Cloud, talked to directly: which host and repository the remotes name, where
 //!   the token comes from, pages, rate limits, errors, the egress ledger, and review threads

@@ -3,6 +3,7 @@
 //! changes feed and event stream, the OpenAPI document against the router, encryption at rest
 //! down to the file's bytes, crypto-shredding of old backups, and the audit chain.
 
+#[macro_use]
 #[path = "common/server.rs"]
 mod kit;
 
@@ -13,15 +14,14 @@ use axum::http::{Method, Request};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 
-use kit::{CART_PATCH, Kit, User, id, new_codemark, new_review, new_revision, review_comment};
+use kit::{Backend, CART_PATCH, Kit, User, id, new_codemark, new_review, new_revision, read_events, review_comment};
 use marginalia::api::Role;
 use marginalia::server::crypto::Place;
 
 const REPO: &str = "github.com/acme/shop";
 
-#[tokio::test]
-async fn a_team_discusses_code_from_login_to_deletion() {
-    let kit = Kit::new();
+async fn a_team_discusses_code_from_login_to_deletion(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("acme", "Ada", Role::Admin).await;
     let bob = kit.join("acme", "Bob", Role::Member).await;
 
@@ -153,9 +153,8 @@ fn urlencode(s: &str) -> String {
     s.replace('/', "%2F")
 }
 
-#[tokio::test]
-async fn invites_are_single_use_expire_and_carry_their_role() {
-    let kit = Kit::new();
+async fn invites_are_single_use_expire_and_carry_their_role(backend: Backend) {
+    let kit = backend.kit().await;
     let first = kit.invite("new-team", None).await;
     let login = |code: &str, name: &str| json!({"invite": code, "name": name});
     let res = kit.call(Method::POST, "/api/v1/login", None, Some(login(&first, "Founder"))).await;
@@ -191,13 +190,12 @@ async fn invites_are_single_use_expire_and_carry_their_role() {
     assert!(malformed.message().contains("malformed"));
 }
 
-#[tokio::test]
-async fn an_expired_invite_is_refused() {
-    use marginalia::server::db::{Batch, InviteRow, Storage, Write};
-    let kit = Kit::new();
+async fn an_expired_invite_is_refused(backend: Backend) {
+    use marginalia::server::db::{Batch, InviteRow, Write};
+    let kit = backend.kit().await;
     let admin = kit.join("t", "Admin", Role::Admin).await;
     let code = format!("inv_{}", "e".repeat(43));
-    let storage = marginalia::server::db::sqlite::SqliteStorage::open(kit.dir.path()).unwrap();
+    let storage = &kit.store;
     let row = InviteRow {
         hash: marginalia::server::crypto::sha256(code.as_bytes()).to_vec(),
         team_id: admin.team_id.clone(),
@@ -212,9 +210,8 @@ async fn an_expired_invite_is_refused() {
     assert!(res.message().contains("expired"), "{}", res.message());
 }
 
-#[tokio::test]
-async fn the_last_admin_can_be_neither_demoted_nor_removed() {
-    let kit = Kit::new();
+async fn the_last_admin_can_be_neither_demoted_nor_removed(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let bob = kit.join("t", "Bob", Role::Member).await;
     let ada_path = format!("/api/v1/members/{}", ada.member_id);
@@ -238,9 +235,8 @@ async fn the_last_admin_can_be_neither_demoted_nor_removed() {
     assert_eq!(invite.status, 403);
 }
 
-#[tokio::test]
-async fn tokens_are_listed_without_secrets_and_revoked_for_good() {
-    let kit = Kit::new();
+async fn tokens_are_listed_without_secrets_and_revoked_for_good(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let bob = kit.join("t", "Bob", Role::Member).await;
     let ci = kit.call(Method::POST, "/api/v1/tokens", Some(&bob.token), Some(json!({"label": "ci"}))).await;
@@ -267,9 +263,8 @@ async fn tokens_are_listed_without_secrets_and_revoked_for_good() {
     assert!(ci_row["revoked"].is_i64(), "kept listed, marked revoked: {ci_row}");
 }
 
-#[tokio::test]
-async fn a_repeated_idempotency_key_answers_the_first_status_with_current_state_even_after_a_restart() {
-    let kit = Kit::new();
+async fn a_repeated_idempotency_key_answers_the_first_status_with_current_state_even_after_a_restart(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let cm = id();
     let key = [("idempotency-key", "outbox-1")];
@@ -279,7 +274,7 @@ async fn a_repeated_idempotency_key_answers_the_first_status_with_current_state_
     // Changed since by someone else's request: the replay shows it as it is now.
     kit.call(Method::PATCH, &format!("/api/v1/codemarks/{cm}"), Some(&ada.token), Some(json!({"status": "resolved"})))
         .await;
-    let kit = kit.restart();
+    let kit = kit.restart().await;
     let again = kit.call_with(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(body.clone()), &key).await;
     assert_eq!(again.status, 201, "{}", again.text);
     assert_eq!(again.json["status"], "resolved");
@@ -319,10 +314,9 @@ async fn a_repeated_idempotency_key_answers_the_first_status_with_current_state_
     assert_eq!(bobs.json["author"], "Bob");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_requests_with_one_key_make_one_codemark() {
+async fn concurrent_requests_with_one_key_make_one_codemark(backend: Backend) {
     use tower::ServiceExt;
-    let kit = Kit::new();
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     // Several rounds, so that some duplicates land in one group commit and some in the next.
     for round in 1..=4 {
@@ -349,9 +343,8 @@ async fn concurrent_requests_with_one_key_make_one_codemark() {
     }
 }
 
-#[tokio::test]
-async fn bad_input_gets_a_4xx_naming_what_was_wrong() {
-    let kit = Kit::new();
+async fn bad_input_gets_a_4xx_naming_what_was_wrong(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let post = |body: Body| {
         Request::post("/api/v1/codemarks").header("authorization", format!("Bearer {}", ada.token)).body(body).unwrap()
@@ -405,9 +398,8 @@ async fn bad_input_gets_a_4xx_naming_what_was_wrong() {
     assert_eq!(res.code(), "bad_request");
 }
 
-#[tokio::test]
-async fn every_answer_carries_the_security_headers_and_no_server_banner() {
-    let kit = Kit::new();
+async fn every_answer_carries_the_security_headers_and_no_server_banner(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     for (method, path, token) in [
         (Method::GET, "/healthz", None),
@@ -425,9 +417,8 @@ async fn every_answer_carries_the_security_headers_and_no_server_banner() {
     }
 }
 
-#[tokio::test]
-async fn a_token_over_its_rate_limit_is_told_when_to_come_back() {
-    let kit = Kit::with_rate(1.0, 3.0);
+async fn a_token_over_its_rate_limit_is_told_when_to_come_back(backend: Backend) {
+    let kit = backend.kit_with_rate(1.0, 3.0).await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     for _ in 0..3 {
         assert_eq!(kit.call(Method::GET, "/api/v1/me", Some(&ada.token), None).await.status, 200);
@@ -442,9 +433,8 @@ async fn a_token_over_its_rate_limit_is_told_when_to_come_back() {
     assert!(metrics.text.contains("marginalia_rate_limited_total 1"), "{}", metrics.text);
 }
 
-#[tokio::test]
-async fn the_changes_feed_points_at_live_codemarks_and_collapses_repeats() {
-    let kit = Kit::new();
+async fn the_changes_feed_points_at_live_codemarks_and_collapses_repeats(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let (a, b) = (id(), id());
     kit.call(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(new_codemark(&a, REPO, "a", "s"))).await; // 1
@@ -482,42 +472,9 @@ async fn the_changes_feed_points_at_live_codemarks_and_collapses_repeats() {
     assert_eq!(theirs.json["events"], json!([]));
 }
 
-/// Reads SSE frames from a response body until `n` events arrived (or the time is up).
-async fn read_events(body: &mut Body, n: usize, within: Duration) -> Vec<(String, Value)> {
-    let mut events = Vec::new();
-    let mut buffer = String::new();
-    let deadline = tokio::time::Instant::now() + within;
-    while events.len() < n {
-        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-            Ok(Some(Ok(f))) => f,
-            _ => break,
-        };
-        if let Some(data) = frame.data_ref() {
-            buffer.push_str(&String::from_utf8_lossy(data));
-        }
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            let mut id = String::new();
-            let mut data = String::new();
-            for line in block.lines() {
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().to_string();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.trim());
-                }
-            }
-            if !data.is_empty() {
-                events.push((id, serde_json::from_str(&data).unwrap()));
-            }
-        }
-    }
-    events
-}
-
-#[tokio::test]
-async fn the_event_stream_catches_up_then_pushes_new_changes_and_ends_when_the_token_is_revoked() {
+async fn the_event_stream_catches_up_then_pushes_new_changes_and_ends_when_the_token_is_revoked(backend: Backend) {
     use tower::ServiceExt;
-    let kit = Kit::new();
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let first = id();
     kit.call(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(new_codemark(&first, REPO, "old news", "s")))
@@ -574,9 +531,8 @@ async fn the_event_stream_catches_up_then_pushes_new_changes_and_ends_when_the_t
     assert_eq!(ended, Ok(true), "the stream ended");
 }
 
-#[tokio::test]
-async fn health_metrics_and_the_openapi_document_need_no_token_and_everything_else_does() {
-    let kit = Kit::new();
+async fn health_metrics_and_the_openapi_document_need_no_token_and_everything_else_does(backend: Backend) {
+    let kit = backend.kit().await;
     let health = kit.call(Method::GET, "/healthz", None, None).await;
     assert_eq!((health.status, &health.json), (200, &json!({"status": "ok"})));
     let doc = kit.call(Method::GET, "/api/v1/openapi.json", None, None).await;
@@ -595,9 +551,8 @@ async fn health_metrics_and_the_openapi_document_need_no_token_and_everything_el
     assert!(metrics.text.contains("marginalia_teams 0"));
 }
 
-#[tokio::test]
-async fn the_openapi_document_and_the_router_agree() {
-    let kit = Kit::new();
+async fn the_openapi_document_and_the_router_agree(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let doc = kit.call(Method::GET, "/api/v1/openapi.json", None, None).await.json;
     let documented: std::collections::BTreeSet<(String, String)> = doc["paths"]
@@ -733,28 +688,26 @@ async fn sensitive_session(kit: &Kit) -> String {
     token
 }
 
-fn files_bytes(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
-        .collect()
-}
-
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-#[tokio::test]
-async fn no_snippet_body_title_name_or_email_is_in_the_clear_in_the_files() {
-    let kit = Kit::new();
+async fn no_snippet_body_title_name_or_email_is_in_the_clear_in_the_files(backend: Backend) {
+    let kit = backend.kit().await;
     let token = sensitive_session(&kit).await;
-    let files = files_bytes(kit.dir.path());
+    let files = kit.at_rest().await;
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
-    assert!(names.contains(&"server.db-wal"), "the session is (at least partly) in the WAL: {names:?}");
+    if kit.is_postgres() {
+        assert!(
+            names.contains(&"codemarks.anchors_sealed") && names.contains(&"marginalia_team_keys.wrapped"),
+            "{names:?}"
+        );
+    } else {
+        assert!(names.contains(&"server.db-wal"), "the session is (at least partly) in the WAL: {names:?}");
+    }
     let total: usize = files.iter().map(|(_, b)| b.len()).sum();
-    assert!(total > 50_000, "the files hold the session: {total} bytes");
+    let least = if kit.is_postgres() { 5_000 } else { 50_000 };
+    assert!(total > least, "what is at rest holds the session: {total} bytes");
     for (name, bytes) in &files {
         for s in SECRETS.iter().chain(&REVIEW_SECRETS) {
             assert!(!contains(bytes, s.as_bytes()), "{s:?} is in the clear in {name}");
@@ -764,9 +717,8 @@ async fn no_snippet_body_title_name_or_email_is_in_the_clear_in_the_files() {
     }
 }
 
-#[tokio::test]
-async fn deleting_a_team_leaves_its_old_backups_unreadable_and_other_teams_readable() {
-    let kit = Kit::new();
+async fn deleting_a_team_leaves_its_old_backups_unreadable_and_other_teams_readable(backend: Backend) {
+    let kit = backend.kit().await;
     let doomed = kit.join("doomed", "Dora", Role::Admin).await;
     let kept = kit.join("kept", "Kim", Role::Admin).await;
     let (d, k) = (id(), id());
@@ -786,41 +738,32 @@ async fn deleting_a_team_leaves_its_old_backups_unreadable_and_other_teams_reada
     let body = new_review(&kept_review, REPO, "kept review", &[]);
     assert_eq!(kit.call(Method::POST, "/api/v1/reviews", Some(&kept.token), Some(body)).await.status, 201);
 
-    // An old backup of the data file, taken the way SQLite backups are (VACUUM INTO).
-    let backup = kit.dir.path().join("backup-of-server.db");
-    {
-        let c = rusqlite::Connection::open(kit.dir.path().join("server.db")).unwrap();
-        c.execute("VACUUM INTO ?1", [backup.to_str().unwrap()]).unwrap();
-    }
-    let open_from_backup = |team: &str, codemark: &str| -> Result<String, String> {
-        let b = rusqlite::Connection::open(&backup).unwrap();
-        let sealed: Vec<u8> = b
-            .query_row("SELECT body_sealed FROM codemarks WHERE team_id = ?1 AND id = ?2", [team, codemark], |r| {
-                r.get(0)
-            })
-            .map_err(|e| e.to_string())?;
-        let keys = rusqlite::Connection::open(kit.dir.path().join("keys.db")).unwrap();
-        let wrapped: Vec<u8> = keys
-            .query_row("SELECT wrapped FROM team_keys WHERE team_id = ?1", [team], |r| r.get(0))
-            .map_err(|e| format!("no key: {e}"))?;
+    // An old backup of the data, without the keys (SQLite: VACUUM INTO; PostgreSQL: the rows
+    // as a dump without marginalia_team_keys holds them).
+    let backup = kit.backup_of("codemarks", "body_sealed").await;
+    let open_from_backup = async |team: &str, codemark: &str| -> Result<String, String> {
+        let (_, _, sealed) = backup.iter().find(|(t, c, _)| t == team && c == codemark).ok_or("not in the backup")?;
+        let wrapped = kit.store.team_key(team).await.map_err(|e| e.to_string())?.ok_or("no key")?;
         let key = kit::master().unwrap_team_key(team, &wrapped).map_err(|e| e.to_string())?;
-        key.open_string(&Place { column: "codemarks.body", team, row: codemark }, &sealed).map_err(|e| e.to_string())
+        key.open_string(&Place { column: "codemarks.body", team, row: codemark }, sealed).map_err(|e| e.to_string())
     };
-    assert_eq!(open_from_backup(&doomed.team_id, &d).unwrap(), "doomed body", "before: the backup opens");
+    assert_eq!(open_from_backup(&doomed.team_id, &d).await.unwrap(), "doomed body", "before: the backup opens");
 
     assert_eq!(kit.call(Method::DELETE, "/api/v1/team", Some(&doomed.token), None).await.status, 204);
-    let err = open_from_backup(&doomed.team_id, &d).unwrap_err();
+    let err = open_from_backup(&doomed.team_id, &d).await.unwrap_err();
     assert!(err.contains("no key"), "{err}");
-    assert_eq!(open_from_backup(&kept.team_id, &k).unwrap(), "kept body", "another team's data still opens");
-    // keys.db has no trace of the key's bytes either (secure delete, rollback journal).
-    let keys_bytes = std::fs::read(kit.dir.path().join("keys.db")).unwrap();
-    let b = rusqlite::Connection::open(&backup).unwrap();
-    let team_name_sealed: Vec<u8> =
-        b.query_row("SELECT name_sealed FROM teams WHERE id = ?1", [&doomed.team_id], |r| r.get(0)).unwrap();
-    assert!(!team_name_sealed.is_empty());
-    assert!(!contains(&keys_bytes, doomed.team_id.as_bytes()), "the deleted team's key row is overwritten");
+    assert_eq!(open_from_backup(&kept.team_id, &k).await.unwrap(), "kept body", "another team's data still opens");
+    if kit.is_postgres() {
+        let n = kit
+            .number(&format!("SELECT count(*) FROM marginalia_team_keys WHERE team_id = '{}'", doomed.team_id))
+            .await;
+        assert_eq!(n, 0, "the deleted team's key row is gone");
+    } else {
+        // keys.db has no trace of the key's bytes either (secure delete, rollback journal).
+        let keys_bytes = std::fs::read(kit.dir.path().join("keys.db")).unwrap();
+        assert!(!contains(&keys_bytes, doomed.team_id.as_bytes()), "the deleted team's key row is overwritten");
+    }
     // The live data has nothing of the team left.
-    let live = rusqlite::Connection::open(kit.dir.path().join("server.db")).unwrap();
     let still =
         kit.call(Method::GET, &format!("/api/v1/reviews/{kept_review}/revisions/1"), Some(&kept.token), None).await;
     assert_eq!(still.status, 200, "another team's review is untouched: {}", still.text);
@@ -838,16 +781,13 @@ async fn deleting_a_team_leaves_its_old_backups_unreadable_and_other_teams_reada
         "reviewers",
     ] {
         let column = if table == "teams" { "id" } else { "team_id" };
-        let n: i64 = live
-            .query_row(&format!("SELECT count(*) FROM {table} WHERE {column} = ?1"), [&doomed.team_id], |r| r.get(0))
-            .unwrap();
+        let n = kit.number(&format!("SELECT count(*) FROM {table} WHERE {column} = '{}'", doomed.team_id)).await;
         assert_eq!(n, 0, "{table} keeps nothing of the deleted team");
     }
 }
 
-#[tokio::test]
-async fn the_audit_log_records_security_events_and_shows_tampering() {
-    let kit = Kit::new();
+async fn the_audit_log_records_security_events_and_shows_tampering(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let bob = kit.join("t", "Bob", Role::Member).await;
     let cm = id();
@@ -892,38 +832,41 @@ async fn the_audit_log_records_security_events_and_shows_tampering() {
     assert!(theirs.json.as_array().unwrap().iter().all(|e| e["actor_id"] != ada.member_id.as_str()), "one team's log");
 
     use marginalia::server::audit::Verdict;
-    use marginalia::server::db::Storage;
-    let storage = marginalia::server::db::sqlite::SqliteStorage::open(kit.dir.path()).unwrap();
+    let storage = &kit.store;
     let Verdict::Intact { entries } = storage.verify_audit().await.unwrap() else { panic!("intact") };
     assert!(entries >= 15, "{entries}");
 
     // The table refuses edits...
-    let raw = rusqlite::Connection::open(kit.dir.path().join("server.db")).unwrap();
-    let refused = raw.execute("UPDATE audit SET action = 'nothing' WHERE seq = 5", []).unwrap_err();
-    assert!(refused.to_string().contains("append-only"), "{refused}");
+    let refused = kit.sql("UPDATE audit SET action = 'nothing' WHERE seq = 5").await.unwrap_err();
+    assert!(refused.contains("append-only"), "{refused}");
+    let refused = kit.sql("DELETE FROM audit WHERE seq = 5").await.unwrap_err();
+    assert!(refused.contains("append-only"), "{refused}");
     // ...and one that goes around the trigger is caught by the chain.
-    raw.execute_batch("DROP TRIGGER audit_append_only_update; DROP TRIGGER audit_append_only_delete;").unwrap();
-    raw.execute("UPDATE audit SET target_id = 'someone-else' WHERE seq = 5", []).unwrap();
+    let drop_triggers: &[&str] = if kit.is_postgres() {
+        &["ALTER TABLE audit DISABLE TRIGGER USER"]
+    } else {
+        &["DROP TRIGGER audit_append_only_update", "DROP TRIGGER audit_append_only_delete"]
+    };
+    for sql in drop_triggers {
+        kit.sql(sql).await.unwrap();
+    }
+    kit.sql("UPDATE audit SET target_id = 'someone-else' WHERE seq = 5").await.unwrap();
     match storage.verify_audit().await.unwrap() {
         Verdict::Broken { seq, checked, .. } => assert_eq!((seq, checked), (5, 4)),
         other => panic!("an edit in the middle is caught: {other:?}"),
     }
-    let backup: (i64, String) =
-        raw.query_row("SELECT seq, action FROM audit WHERE seq = 5", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-    assert_eq!(backup.0, 5);
-    raw.execute("DELETE FROM audit WHERE seq = 5", []).unwrap();
+    assert_eq!(kit.number("SELECT seq FROM audit WHERE seq = 5").await, 5);
+    kit.sql("DELETE FROM audit WHERE seq = 5").await.unwrap();
     match storage.verify_audit().await.unwrap() {
         Verdict::Broken { seq, .. } => assert_eq!(seq, 6, "a deleted entry is caught at the next one"),
         other => panic!("a deletion in the middle is caught: {other:?}"),
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_writes_committed_together_fail_and_succeed_one_by_one() {
+async fn concurrent_writes_committed_together_fail_and_succeed_one_by_one(backend: Backend) {
     use marginalia::server::audit::Verdict;
-    use marginalia::server::db::Storage;
     use tower::ServiceExt;
-    let kit = Kit::new();
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let doomed: Vec<String> = (0..8).map(|_| id()).collect();
     for d in &doomed {
@@ -961,8 +904,7 @@ async fn concurrent_writes_committed_together_fail_and_succeed_one_by_one() {
     assert_eq!(listed.json.as_array().unwrap().len(), 8);
     let changes = kit.call(Method::GET, "/api/v1/changes?limit=1000", Some(&ada.token), None).await;
     assert_eq!(changes.json["cursor"], "24", "8 creates, 8 deletes, 8 new creates: refused ones wrote no event");
-    let storage = marginalia::server::db::sqlite::SqliteStorage::open(kit.dir.path()).unwrap();
-    assert!(matches!(storage.verify_audit().await.unwrap(), Verdict::Intact { .. }));
+    assert!(matches!(kit.store.verify_audit().await.unwrap(), Verdict::Intact { .. }));
 }
 
 // ---- feedback requests (reviews) --------------------------------------------------------------
@@ -989,9 +931,8 @@ fn ids_of(list: &Value) -> Vec<&str> {
     list.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect()
 }
 
-#[tokio::test]
-async fn a_team_reviews_unpushed_work_from_request_to_deletion() {
-    let kit = Kit::new();
+async fn a_team_reviews_unpushed_work_from_request_to_deletion(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("acme", "Ada", Role::Admin).await;
     let bob = kit.join("acme", "Bob", Role::Member).await;
     let cy = kit.join("acme", "Cy", Role::Member).await;
@@ -1212,20 +1153,17 @@ async fn a_team_reviews_unpushed_work_from_request_to_deletion() {
     let entry = log.json.as_array().unwrap().iter().find(|e| e["action"] == "review.deleted").expect("audited");
     assert_eq!((entry["target_id"].as_str(), entry["detail"].as_str()), (Some(rv.as_str()), Some("comments=3")));
     assert_eq!(entry["actor_id"].as_str(), Some(bob.member_id.as_str()));
-    let raw = rusqlite::Connection::open(kit.dir.path().join("server.db")).unwrap();
     for (table, column) in
         [("reviews", "id"), ("revisions", "review_id"), ("reviewers", "review_id"), ("codemarks", "review_id")]
     {
-        let n: i64 =
-            raw.query_row(&format!("SELECT count(*) FROM {table} WHERE {column} = ?1"), [&rv], |r| r.get(0)).unwrap();
+        let n = kit.number(&format!("SELECT count(*) FROM {table} WHERE {column} = '{rv}'")).await;
         assert_eq!(n, 0, "{table} keeps nothing of the deleted review");
     }
     assert!(kit.call(Method::GET, "/metrics", None, None).await.text.contains("marginalia_reviews 0"));
 }
 
-#[tokio::test]
-async fn a_reply_to_a_review_comment_goes_when_the_review_is_deleted() {
-    let kit = Kit::new();
+async fn a_reply_to_a_review_comment_goes_when_the_review_is_deleted(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let bob = kit.join("t", "Bob", Role::Member).await;
     let rv = id();
@@ -1239,17 +1177,15 @@ async fn a_reply_to_a_review_comment_goes_when_the_review_is_deleted() {
     assert_eq!(replied.status, 201);
     // An admin may delete another's review.
     assert_eq!(kit.call(Method::DELETE, &format!("/api/v1/reviews/{rv}"), Some(&ada.token), None).await.status, 204);
-    let raw = rusqlite::Connection::open(kit.dir.path().join("server.db")).unwrap();
-    let n: i64 = raw.query_row("SELECT count(*) FROM replies WHERE codemark_id = ?1", [&c], |r| r.get(0)).unwrap();
+    let n = kit.number(&format!("SELECT count(*) FROM replies WHERE codemark_id = '{c}'")).await;
     assert_eq!(n, 0, "the comment's replies went with it");
     let late = review_comment(&id(), REPO, &rv, 1, "src/new.rs", "new", "too late");
     let res = kit.call(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(late)).await;
     assert_eq!((res.status, res.field()), (422, Some("review.review")));
 }
 
-#[tokio::test]
-async fn oversized_revisions_and_hostile_paths_are_refused_naming_the_field() {
-    let kit = Kit::new();
+async fn oversized_revisions_and_hostile_paths_are_refused_naming_the_field(backend: Backend) {
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let bob = kit.join("t", "Bob", Role::Member).await;
 
@@ -1358,10 +1294,9 @@ async fn oversized_revisions_and_hostile_paths_are_refused_naming_the_field() {
     assert_eq!(ids_of(&listed.json), [rv.as_str()], "nothing refused was stored");
 }
 
-#[tokio::test]
-async fn the_feed_and_the_stream_carry_reviews_as_they_are_and_a_deleted_one_as_deleted() {
+async fn the_feed_and_the_stream_carry_reviews_as_they_are_and_a_deleted_one_as_deleted(backend: Backend) {
     use tower::ServiceExt;
-    let kit = Kit::new();
+    let kit = backend.kit().await;
     let ada = kit.join("t", "Ada", Role::Admin).await;
     let bob = kit.join("t", "Bob", Role::Member).await;
     let req = Request::get("/api/v1/events").header("authorization", format!("Bearer {}", bob.token));
@@ -1410,4 +1345,390 @@ async fn the_feed_and_the_stream_carry_reviews_as_they_are_and_a_deleted_one_as_
     let eve = kit.join("other", "Eve", Role::Admin).await;
     let theirs = kit.call(Method::GET, "/api/v1/changes", Some(&eve.token), None).await;
     assert_eq!(theirs.json["events"], json!([]));
+}
+
+async fn rotating_the_master_key_keeps_every_team_readable_under_the_new_key_only(backend: Backend) {
+    use marginalia::server::backend::{Rotated, rotate_master_key};
+    use marginalia::server::crypto::MasterKey;
+    let kit = backend.kit().await;
+    let ada = kit.join("acme", "Ada", Role::Admin).await;
+    let eve = kit.join("other", "Eve", Role::Admin).await;
+    let cm = id();
+    let made = kit
+        .call(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(new_codemark(&cm, REPO, "kept body", "s")))
+        .await;
+    assert_eq!(made.status, 201);
+    let new = MasterKey::parse(&"5a".repeat(32), "the new key").unwrap();
+    let done = rotate_master_key(kit.store.as_ref(), &kit::master(), &new).await.unwrap();
+    assert_eq!(done, Rotated { rewrapped: 2, already: 0, renamed: 2 });
+    // Run again (as after an interruption): nothing left to do, and the wrong key is refused.
+    let again = rotate_master_key(kit.store.as_ref(), &kit::master(), &new).await.unwrap();
+    assert_eq!(again, Rotated { rewrapped: 0, already: 2, renamed: 0 });
+    let stranger = MasterKey::parse(&"77".repeat(32), "x").unwrap();
+    assert!(
+        rotate_master_key(kit.store.as_ref(), &stranger, &MasterKey::parse(&"78".repeat(32), "y").unwrap())
+            .await
+            .is_err()
+    );
+
+    let (team, wrapped) = kit.store.team_keys().await.unwrap().into_iter().find(|(t, _)| *t == ada.team_id).unwrap();
+    assert!(kit::master().unwrap_team_key(&team, &wrapped).is_err(), "the old key opens nothing now");
+    let kit = kit.restart_with(new).await;
+    let read = kit.call(Method::GET, &format!("/api/v1/codemarks/{cm}"), Some(&ada.token), None).await;
+    assert_eq!((read.status, read.json["body"].as_str()), (200, Some("kept body")), "{}", read.text);
+    assert_eq!(kit.call(Method::GET, "/api/v1/me", Some(&eve.token), None).await.json["team"]["name"], "other");
+    // The operator still finds the team by its name (its lookup code was recomputed).
+    let (_, team, created) = kit.shared.service.operator_invite("acme", None, None).await.unwrap();
+    assert_eq!((team.id.as_str(), created), (ada.team_id.as_str(), false));
+    let log = kit.call(Method::GET, "/api/v1/audit", Some(&ada.token), None).await;
+    assert!(log.text.contains("master_key.rotated"), "{}", log.text);
+}
+
+on_every_backend!(
+    a_team_discusses_code_from_login_to_deletion,
+    invites_are_single_use_expire_and_carry_their_role,
+    an_expired_invite_is_refused,
+    the_last_admin_can_be_neither_demoted_nor_removed,
+    tokens_are_listed_without_secrets_and_revoked_for_good,
+    a_repeated_idempotency_key_answers_the_first_status_with_current_state_even_after_a_restart,
+    concurrent_requests_with_one_key_make_one_codemark,
+    bad_input_gets_a_4xx_naming_what_was_wrong,
+    every_answer_carries_the_security_headers_and_no_server_banner,
+    a_token_over_its_rate_limit_is_told_when_to_come_back,
+    the_changes_feed_points_at_live_codemarks_and_collapses_repeats,
+    the_event_stream_catches_up_then_pushes_new_changes_and_ends_when_the_token_is_revoked,
+    health_metrics_and_the_openapi_document_need_no_token_and_everything_else_does,
+    the_openapi_document_and_the_router_agree,
+    no_snippet_body_title_name_or_email_is_in_the_clear_in_the_files,
+    deleting_a_team_leaves_its_old_backups_unreadable_and_other_teams_readable,
+    the_audit_log_records_security_events_and_shows_tampering,
+    concurrent_writes_committed_together_fail_and_succeed_one_by_one,
+    a_team_reviews_unpushed_work_from_request_to_deletion,
+    a_reply_to_a_review_comment_goes_when_the_review_is_deleted,
+    oversized_revisions_and_hostile_paths_are_refused_naming_the_field,
+    the_feed_and_the_stream_carry_reviews_as_they_are_and_a_deleted_one_as_deleted,
+    rotating_the_master_key_keeps_every_team_readable_under_the_new_key_only,
+    spoiled_requests_at_every_route_get_a_4xx_and_change_nothing,
+);
+
+/// One way to spoil a request: each always makes it invalid, whatever the route.
+#[derive(Clone, Debug)]
+enum Spoil {
+    /// The JSON cut short after this many bytes (a prefix of an object is never a whole one).
+    Truncated(proptest::sample::Index),
+    /// A byte that is never UTF-8 (0xFF) put in at this place.
+    NotUtf8(proptest::sample::Index),
+    /// The value at this place (of the body's values, in document order) of another type.
+    WrongType(proptest::sample::Index, proptest::sample::Index),
+    /// The next string from this place made longer than any field's limit.
+    Huge(proptest::sample::Index),
+    /// A field no request has, in the next object from this place.
+    Unknown(proptest::sample::Index, String),
+    /// The next `id` field from this place (else the path's id) not a UUID.
+    BadId(proptest::sample::Index, proptest::sample::Index),
+}
+
+fn spoil_strategy() -> impl proptest::strategy::Strategy<Value = (proptest::sample::Index, Spoil)> {
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+    let spoil = prop_oneof![
+        any::<Index>().prop_map(Spoil::Truncated),
+        any::<Index>().prop_map(Spoil::NotUtf8),
+        (any::<Index>(), any::<Index>()).prop_map(|(a, b)| Spoil::WrongType(a, b)),
+        any::<Index>().prop_map(Spoil::Huge),
+        (any::<Index>(), "zz_[a-z]{1,12}").prop_map(|(a, k)| Spoil::Unknown(a, k)),
+        (any::<Index>(), any::<Index>()).prop_map(|(a, b)| Spoil::BadId(a, b)),
+    ];
+    (any::<Index>(), spoil)
+}
+
+const BAD_IDS: [&str; 6] = [
+    "not-a-uuid",
+    "0190c5a8-7b7e-7c3e-9f00-00000000000g",
+    "'; DROP TABLE codemarks; --",
+    "..%2F..%2Fetc%2Fpasswd",
+    "%F0%28%8C%28",
+    "",
+];
+
+/// `s` as one path segment: spaces, quotes and the like percent-encoded (a `%` already there is
+/// kept, so the ids above may carry encoded bytes of their own).
+fn in_path(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'%' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// JSON pointers to every value of `v`, the root first.
+fn pointers(v: &Value, at: String, out: &mut Vec<String>) {
+    out.push(at.clone());
+    match v {
+        Value::Object(m) => {
+            m.iter().for_each(|(k, x)| pointers(x, format!("{at}/{}", k.replace('~', "~0").replace('/', "~1")), out))
+        }
+        Value::Array(a) => a.iter().enumerate().for_each(|(i, x)| pointers(x, format!("{at}/{i}"), out)),
+        _ => {}
+    }
+}
+
+/// The first pointer from `start` (going round) whose value passes `fits`.
+fn next_fitting(body: &Value, start: &proptest::sample::Index, fits: impl Fn(&str, &Value) -> bool) -> Option<String> {
+    let mut all = Vec::new();
+    pointers(body, String::new(), &mut all);
+    let first = start.index(all.len());
+    (0..all.len()).map(|i| &all[(first + i) % all.len()]).find(|p| fits(p, body.pointer(p).unwrap())).cloned()
+}
+
+/// The request `spoil` makes of a route's valid request: its path and body bytes.
+fn spoiled(path: &str, id: Option<&str>, body: &Value, spoil: &Spoil) -> (String, Vec<u8>) {
+    let text = serde_json::to_vec(body).unwrap();
+    let mut body = body.clone();
+    let mut path = path.to_string();
+    match spoil {
+        Spoil::Truncated(at) => return (path, text[..at.index(text.len())].to_vec()),
+        Spoil::NotUtf8(at) => {
+            let mut text = text;
+            text.insert(at.index(text.len() + 1), 0xFF);
+            return (path, text);
+        }
+        Spoil::WrongType(at, with) => {
+            let p = next_fitting(&body, at, |_, _| true).unwrap();
+            let other: Vec<Value> = match body.pointer(&p).unwrap() {
+                Value::String(_) => vec![json!(7), json!(true), json!([]), json!({})],
+                Value::Number(_) => vec![json!("seven"), json!(true), json!([1]), json!({})],
+                Value::Bool(_) => vec![json!(1), json!("yes"), json!([]), json!({})],
+                Value::Array(_) => vec![json!("x"), json!(1), json!({"a": 1})],
+                Value::Object(_) => vec![json!("x"), json!(1), json!([])],
+                Value::Null => vec![json!(1), json!([]), json!({})],
+            };
+            *body.pointer_mut(&p).unwrap() = other[with.index(other.len())].clone();
+        }
+        Spoil::Huge(at) => {
+            let p = next_fitting(&body, at, |_, v| v.is_string()).unwrap();
+            *body.pointer_mut(&p).unwrap() = json!("x".repeat(300_000));
+        }
+        Spoil::Unknown(at, key) => {
+            let p = next_fitting(&body, at, |_, v| v.is_object()).unwrap();
+            body.pointer_mut(&p).unwrap().as_object_mut().unwrap().insert(key.clone(), json!(1));
+        }
+        Spoil::BadId(at, which) => {
+            let bad = BAD_IDS[which.index(BAD_IDS.len())];
+            match next_fitting(&body, at, |p, v| v.is_string() && (p.ends_with("/id") || p.ends_with("_id"))) {
+                Some(p) => *body.pointer_mut(&p).unwrap() = json!(bad),
+                None => match id {
+                    Some(id) => path = path.replace(id, &in_path(bad)),
+                    None => return (path, b"[".to_vec()),
+                },
+            }
+        }
+    }
+    (path, serde_json::to_vec(&body).unwrap())
+}
+
+/// A route that takes a body: method, path, the id in the path, a valid body, the token.
+type SpoiledRoute<'a> = (Method, String, Option<String>, Value, Option<&'a str>);
+
+/// What a refused request must leave as it was: the rows of every table but the audit log, the
+/// idempotency records and the rate limits, and what the team's members read (but the tokens'
+/// `last_used`, which any request moves).
+async fn everything_as_it_was(kit: &Kit, ada: &User, places: &[String]) -> Vec<String> {
+    let mut seen = Vec::new();
+    for table in [
+        "teams",
+        "members",
+        "tokens",
+        "invites",
+        "repos",
+        "codemarks",
+        "replies",
+        "events",
+        "reviews",
+        "revisions",
+        "reviewers",
+    ] {
+        seen.push(format!("{table}: {}", kit.number(&format!("SELECT count(*) FROM {table}")).await));
+    }
+    for place in places {
+        seen.push(kit.call(Method::GET, place, Some(&ada.token), None).await.text);
+    }
+    seen
+}
+
+/// Bad input at volume, as a property: generated spoilings (cut-short and non-UTF-8 JSON, values
+/// of the wrong type, strings over every limit, unknown fields, ids that are no UUID) of a valid
+/// request to every route that takes a body, plus oversized bodies and hostile ids in every path:
+/// never a 5xx, never a panic, every write refused with a 4xx, and nothing stored or changed.
+async fn spoiled_requests_at_every_route_get_a_4xx_and_change_nothing(backend: Backend) {
+    use proptest::strategy::{Strategy, ValueTree};
+    let kit = backend.kit().await;
+    let ada = kit.join("t", "Ada", Role::Admin).await;
+    let bob = kit.join("t", "Bob", Role::Member).await;
+    let (cm, reply, rv) = (id(), id(), id());
+    let made =
+        kit.call(Method::POST, "/api/v1/codemarks", Some(&ada.token), Some(new_codemark(&cm, REPO, "b", "s"))).await;
+    assert_eq!(made.status, 201);
+    let replied = json!({"id": reply, "body": "r", "created": 2});
+    let made =
+        kit.call(Method::POST, &format!("/api/v1/codemarks/{cm}/replies"), Some(&ada.token), Some(replied)).await;
+    assert_eq!(made.status, 201);
+    let made = kit.call(Method::POST, "/api/v1/reviews", Some(&ada.token), Some(new_review(&rv, REPO, "r", &[]))).await;
+    assert_eq!(made.status, 201, "{}", made.text);
+    let code = kit.invite("t", Some(Role::Member)).await;
+    let places = [
+        format!("/api/v1/codemarks/{cm}"),
+        format!("/api/v1/reviews/{rv}"),
+        "/api/v1/members".to_string(),
+        "/api/v1/repos".to_string(),
+        "/api/v1/changes?limit=1000".to_string(),
+    ];
+    let before = everything_as_it_was(&kit, &ada, &places).await;
+
+    let bob_id = bob.member_id.clone();
+    // Each route that takes a body, with a valid body, and the id in its path.
+    let routes: Vec<SpoiledRoute> = vec![
+        (
+            Method::POST,
+            "/api/v1/login".into(),
+            None,
+            json!({"invite": code, "name": "Zed", "email": "z@example.com", "token_label": "t"}),
+            None,
+        ),
+        (Method::POST, "/api/v1/invites".into(), None, json!({"role": "member", "ttl_hours": 24}), Some(&ada.token)),
+        (
+            Method::PATCH,
+            format!("/api/v1/members/{bob_id}"),
+            Some(bob_id.clone()),
+            json!({"role": "admin"}),
+            Some(&ada.token),
+        ),
+        (Method::POST, "/api/v1/tokens".into(), None, json!({"label": "laptop"}), Some(&ada.token)),
+        (
+            Method::PUT,
+            "/api/v1/repos".into(),
+            None,
+            json!({"key": "github.com/acme/other", "roots": ["1".repeat(40)]}),
+            Some(&ada.token),
+        ),
+        (Method::POST, "/api/v1/codemarks".into(), None, new_codemark(&id(), REPO, "b", "s"), Some(&ada.token)),
+        (
+            Method::PATCH,
+            format!("/api/v1/codemarks/{cm}"),
+            Some(cm.clone()),
+            json!({"body": "changed", "title": "changed", "status": "resolved"}),
+            Some(&ada.token),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/codemarks/{cm}/replies"),
+            Some(cm.clone()),
+            json!({"id": id(), "body": "r", "created": 3}),
+            Some(&ada.token),
+        ),
+        (Method::POST, "/api/v1/reviews".into(), None, new_review(&id(), REPO, "another", &[]), Some(&ada.token)),
+        (
+            Method::PATCH,
+            format!("/api/v1/reviews/{rv}"),
+            Some(rv.clone()),
+            json!({"title": "x", "description": "y", "status": "closed", "reviewers": [bob_id]}),
+            Some(&ada.token),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/reviews/{rv}/revisions"),
+            Some(rv.clone()),
+            new_revision(&id(), CART_PATCH),
+            Some(&ada.token),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/reviews/{rv}/verdict"),
+            Some(rv.clone()),
+            json!({"verdict": "approved"}),
+            Some(&bob.token),
+        ),
+    ];
+
+    let send = |method: Method, path: String, body: Vec<u8>, token: Option<&str>| {
+        let mut req = Request::builder().method(method).uri(path).header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        kit.send(req.body(Body::from(body)).unwrap())
+    };
+
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = spoil_strategy();
+    let cases = 400;
+    for _ in 0..cases {
+        let (route, spoil) = strategy.new_tree(&mut runner).unwrap().current();
+        let (method, path, path_id, body, token) = &routes[route.index(routes.len())];
+        let (to, bytes) = spoiled(path, path_id.as_deref(), body, &spoil);
+        let sent: String = String::from_utf8_lossy(&bytes).chars().take(300).collect();
+        let res = send(method.clone(), to.clone(), bytes, *token).await;
+        assert!(
+            (400..500).contains(&res.status),
+            "{method} {to} with {sent} answered {}: {}",
+            res.status,
+            res.text.chars().take(300).collect::<String>()
+        );
+        assert!(res.json["error"]["code"].is_string(), "an error body: {}", res.text);
+    }
+
+    // Bodies over the request limit, at every route that takes one.
+    for (method, path, _, _, token) in &routes {
+        let limit = if path.ends_with("/revisions") || path == "/api/v1/reviews" {
+            marginalia::api::limits::MAX_REVISION_REQUEST_BYTES
+        } else {
+            marginalia::api::limits::MAX_REQUEST_BYTES
+        };
+        let huge = format!(r#"{{"pad": "{}"}}"#, "y".repeat(limit));
+        let res = send(method.clone(), path.clone(), huge.into_bytes(), *token).await;
+        assert_eq!((res.status, res.code()), (413, "too_large"), "{method} {path}");
+    }
+    // Hostile ids in every path that has one, whatever the method (a DELETE too).
+    let templates = [
+        (Method::PATCH, "/api/v1/members/{}"),
+        (Method::DELETE, "/api/v1/members/{}"),
+        (Method::DELETE, "/api/v1/tokens/{}"),
+        (Method::GET, "/api/v1/codemarks/{}"),
+        (Method::PATCH, "/api/v1/codemarks/{}"),
+        (Method::DELETE, "/api/v1/codemarks/{}"),
+        (Method::POST, "/api/v1/codemarks/{}/replies"),
+        (Method::DELETE, "/api/v1/codemarks/{}/replies/{}"),
+        (Method::GET, "/api/v1/reviews/{}"),
+        (Method::PATCH, "/api/v1/reviews/{}"),
+        (Method::DELETE, "/api/v1/reviews/{}"),
+        (Method::POST, "/api/v1/reviews/{}/revisions"),
+        (Method::GET, "/api/v1/reviews/{}/revisions/{}"),
+        (Method::POST, "/api/v1/reviews/{}/verdict"),
+    ];
+    let long = "a".repeat(5000);
+    for (method, template) in &templates {
+        for bad in BAD_IDS.iter().copied().chain([long.as_str(), "-1", "99999999999999999999999"]) {
+            let path = template.replace("{}", &in_path(bad));
+            if path.contains("//") || path.ends_with('/') {
+                continue;
+            }
+            let res = send(method.clone(), path.clone(), b"{}".to_vec(), Some(&ada.token)).await;
+            assert!((400..500).contains(&res.status), "{method} {path} answered {}: {}", res.status, res.text);
+        }
+    }
+    // Hostile query strings on the reads.
+    for q in [
+        "/api/v1/changes?after=-1",
+        "/api/v1/changes?limit=abc",
+        "/api/v1/changes?after=99999999999999999999999",
+        "/api/v1/events?after=%FF",
+        "/api/v1/codemarks?repo=%00",
+        "/api/v1/reviews?status=%27",
+        "/api/v1/export?x=%ZZ",
+    ] {
+        let res = kit.call(Method::GET, q, Some(&ada.token), None).await;
+        assert!(res.status < 500, "{q} answered {}: {}", res.status, res.text);
+    }
+
+    assert_eq!(everything_as_it_was(&kit, &ada, &places).await, before, "nothing stored, nothing changed");
 }

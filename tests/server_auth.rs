@@ -2,13 +2,14 @@
 //! and a revoked token, another team's token, and a member calling admin actions. Each must be
 //! refused with the right status and code, and leave the data as it was.
 
+#[macro_use]
 #[path = "common/server.rs"]
 mod kit;
 
 use axum::http::Method;
 use serde_json::{Value, json};
 
-use kit::{Kit, User, id, new_codemark, new_review, new_revision, review_comment};
+use kit::{Backend, Kit, User, id, new_codemark, new_review, new_revision, review_comment};
 use marginalia::api::Role;
 use marginalia::server::routes::{Auth, Route, table};
 
@@ -58,8 +59,8 @@ struct World {
     ids: Ids,
 }
 
-async fn world() -> World {
-    let kit = Kit::new();
+async fn world(backend: Backend) -> World {
+    let kit = backend.kit().await;
     let admin = kit.join("alpha", "Ann", Role::Admin).await;
     let member = kit.join("alpha", "Mo", Role::Member).await;
     let revoked = kit.join("alpha", "Rex", Role::Member).await;
@@ -127,9 +128,8 @@ fn protected() -> Vec<Route> {
     table().into_iter().filter(|r| r.auth != Auth::Public).collect()
 }
 
-#[tokio::test]
-async fn every_protected_route_refuses_missing_malformed_unknown_and_revoked_tokens() {
-    let w = world().await;
+async fn every_protected_route_refuses_missing_malformed_unknown_and_revoked_tokens(backend: Backend) {
+    let w = world(backend).await;
     let before = snapshot(&w).await;
     let unknown = format!("mrg_{}", "Q".repeat(43));
     let cases: [(&str, Option<&str>, &str); 5] = [
@@ -157,9 +157,8 @@ async fn every_protected_route_refuses_missing_malformed_unknown_and_revoked_tok
     assert_eq!(snapshot(&w).await, before, "nothing changed");
 }
 
-#[tokio::test]
-async fn another_teams_token_finds_nothing_as_if_it_were_absent() {
-    let w = world().await;
+async fn another_teams_token_finds_nothing_as_if_it_were_absent(backend: Backend) {
+    let w = world(backend).await;
     let before = snapshot(&w).await;
     let absent = Ids { member: id(), token: id(), codemark: id(), reply: id(), review: id() };
     for route in protected() {
@@ -217,9 +216,8 @@ async fn another_teams_token_finds_nothing_as_if_it_were_absent() {
     assert_eq!(snapshot(&w).await, before, "team A is untouched");
 }
 
-#[tokio::test]
-async fn a_member_is_refused_every_admin_action() {
-    let w = world().await;
+async fn a_member_is_refused_every_admin_action(backend: Backend) {
+    let w = world(backend).await;
     let before = snapshot(&w).await;
     let admin_routes: Vec<Route> = protected().into_iter().filter(|r| r.auth == Auth::Admin).collect();
     let names: Vec<String> = admin_routes.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
@@ -316,9 +314,8 @@ async fn a_member_is_refused_every_admin_action() {
     assert_eq!(res.status, 200);
 }
 
-#[tokio::test]
-async fn a_comment_on_another_teams_review_is_refused_as_if_the_review_did_not_exist() {
-    let w = world().await;
+async fn a_comment_on_another_teams_review_is_refused_as_if_the_review_did_not_exist(backend: Backend) {
+    let w = world(backend).await;
     let before = snapshot(&w).await;
     let comment = |review: &str| review_comment(&id(), "beta-repo", review, 1, "src/cart.rs", "new", "eve's");
     let theirs =
@@ -335,3 +332,10 @@ async fn a_comment_on_another_teams_review_is_refused_as_if_the_review_did_not_e
     assert_eq!(listed.json, json!([]), "nothing was made");
     assert_eq!(snapshot(&w).await, before, "team A is untouched");
 }
+
+on_every_backend!(
+    every_protected_route_refuses_missing_malformed_unknown_and_revoked_tokens,
+    another_teams_token_finds_nothing_as_if_it_were_absent,
+    a_member_is_refused_every_admin_action,
+    a_comment_on_another_teams_review_is_refused_as_if_the_review_did_not_exist,
+);

@@ -29,6 +29,9 @@ pub enum Action {
     ReviewDeleted,
     TeamDeleted,
     Export,
+    /// The operator rotated the master key (the team's key was rewrapped, its name's lookup
+    /// code recomputed).
+    MasterKeyRotated,
 }
 
 impl Action {
@@ -47,6 +50,7 @@ impl Action {
             Action::ReviewDeleted => "review.deleted",
             Action::TeamDeleted => "team.deleted",
             Action::Export => "export",
+            Action::MasterKeyRotated => "master_key.rotated",
         }
     }
 }

@@ -130,6 +130,14 @@ impl MasterKey {
         Ok(TeamKey::from_bytes(&bytes))
     }
 
+    /// A team key wrapped by this master key, wrapped anew by `new` (rotating the master key).
+    pub fn rewrap_team_key(&self, team_id: &str, wrapped: &[u8], new: &MasterKey) -> Result<Vec<u8>, CryptoError> {
+        let bytes = open_with(&self.wrap, &wrap_aad(team_id), wrapped)
+            .filter(|b| b.len() == KEY_BYTES)
+            .ok_or_else(|| CryptoError::Open { place: format!("team key of {team_id}") })?;
+        seal_with(&new.wrap, &wrap_aad(team_id), &bytes)
+    }
+
     /// The lookup MAC of a team name (`serve invite --team NAME` finds its team by it).
     pub fn team_name_mac(&self, name: &str) -> Vec<u8> {
         hmac::sign(&self.team_name_mac, name.as_bytes()).as_ref().to_vec()
@@ -314,6 +322,19 @@ mod tests {
         assert!(m.unwrap_team_key("t2", &wrapped).is_err(), "another team's id");
         let other = MasterKey::parse(&"cd".repeat(32), "x").unwrap();
         assert!(other.unwrap_team_key("t1", &wrapped).is_err(), "another master key");
+    }
+
+    #[test]
+    fn a_rewrapped_team_key_opens_with_the_new_master_only_and_seals_as_before() {
+        let (old, new) = (master(), MasterKey::parse(&"cd".repeat(32), "x").unwrap());
+        let (key, wrapped) = old.new_team_key("t1").unwrap();
+        let place = Place { column: "x", team: "t1", row: "r" };
+        let sealed = key.seal_str(&place, "kept");
+        let rewrapped = old.rewrap_team_key("t1", &wrapped, &new).unwrap();
+        assert!(old.unwrap_team_key("t1", &rewrapped).is_err());
+        let again = new.unwrap_team_key("t1", &rewrapped).unwrap();
+        assert_eq!(again.open_string(&place, &sealed).unwrap(), "kept", "the data key itself is unchanged");
+        assert!(new.rewrap_team_key("t1", &wrapped, &old).is_err(), "only the master that wrapped it rewraps it");
     }
 
     #[test]

@@ -42,6 +42,11 @@ pub enum ApiError {
     /// 500: logged with its cause; the client sees a generic message.
     #[error("internal error: {0}")]
     Internal(String),
+    /// 503: the database does not answer (restarting, unreachable); logged with its cause. The
+    /// request did nothing the client can rely on: it may be sent again (with its
+    /// `Idempotency-Key`, a mutation that did commit is answered, not repeated).
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -65,6 +70,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -79,6 +85,7 @@ impl ApiError {
             ApiError::TooLarge { .. } => "too_large",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Internal(_) => "internal",
+            ApiError::Unavailable(_) => "unavailable",
         }
     }
 
@@ -88,6 +95,9 @@ impl ApiError {
             | ApiError::Invalid { message, field }
             | ApiError::TooLarge { message, field } => (message.clone(), field.clone()),
             ApiError::Internal(_) => ("internal error; the server's log says more".to_string(), None),
+            ApiError::Unavailable(_) => {
+                ("the database is unavailable; try again in a moment (the server's log says more)".to_string(), None)
+            }
             other => (other.to_string(), None),
         };
         ErrorBody { error: ErrorDetail { code: self.code().to_string(), message, field } }
@@ -96,7 +106,10 @@ impl ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> ApiError {
-        ApiError::Internal(e.to_string())
+        match e {
+            DbError::Unavailable { .. } => ApiError::Unavailable(e.to_string()),
+            e => ApiError::Internal(e.to_string()),
+        }
     }
 }
 
@@ -108,13 +121,18 @@ impl From<CryptoError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(cause) = &self {
-            tracing::error!("answering 500: {cause}");
+        match &self {
+            ApiError::Internal(cause) => tracing::error!("answering 500: {cause}"),
+            ApiError::Unavailable(cause) => tracing::warn!("answering 503: {cause}"),
+            _ => {}
         }
         let mut response = (self.status(), axum::Json(self.body())).into_response();
         match &self {
             ApiError::RateLimited { retry_after_secs } => {
                 response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::Unavailable(_) => {
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::Unauthorized(_) => {
                 response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

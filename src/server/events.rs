@@ -1,7 +1,9 @@
 //! Telling event-stream listeners that their team has news. A [`Notifier`] carries only "look
 //! again" (with the newest sequence number): listeners read the events themselves from storage,
-//! so a wake-up that is missed or merged loses nothing. In-process now ([`LocalNotifier`]); with
-//! several server processes on PostgreSQL, LISTEN/NOTIFY feeds the same trait.
+//! so a wake-up that is missed or merged loses nothing. [`LocalNotifier`] wakes the listeners of
+//! this process; with several server processes on PostgreSQL, `db::postgres` feeds it from
+//! LISTEN/NOTIFY (and a slow poll), so a change made through one process wakes every process's
+//! listeners.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -35,10 +37,33 @@ impl LocalNotifier {
     }
 }
 
+impl LocalNotifier {
+    /// The teams someone listens to here.
+    pub fn listened(&self) -> Vec<String> {
+        let teams = self.teams.lock().unwrap_or_else(|p| p.into_inner());
+        teams.iter().filter(|(_, s)| s.receiver_count() > 0).map(|(t, _)| t.clone()).collect()
+    }
+
+    /// Wakes every listener (news may have been missed: they all look again).
+    pub fn poke_all(&self) {
+        let mut teams = self.teams.lock().unwrap_or_else(|p| p.into_inner());
+        teams.retain(|_, s| s.receiver_count() > 0);
+        for s in teams.values() {
+            s.send_modify(|_| {});
+        }
+    }
+}
+
 impl Notifier for LocalNotifier {
+    /// Wakes the team's listeners unless they were woken for `seq` or a later event already
+    /// (the same commit is told by the committing request and again by the database).
     fn notify(&self, team_id: &str, seq: i64) {
         self.with(team_id, |s| {
-            s.send_modify(|newest| *newest = (*newest).max(seq));
+            s.send_if_modified(|newest| {
+                let news = seq > *newest;
+                *newest = (*newest).max(seq);
+                news
+            });
         });
     }
 
@@ -68,6 +93,13 @@ mod tests {
         a.changed().await.unwrap();
         assert_eq!(*a.borrow_and_update(), 5);
         assert!(!b.has_changed().unwrap());
+        n.notify("a", 5);
+        n.notify("a", 3);
+        assert!(!a.has_changed().unwrap(), "an event told twice, or an older one, wakes no one again");
+        n.poke_all();
+        assert!(a.has_changed().unwrap() && b.has_changed().unwrap());
+        assert_eq!(n.listened().len(), 2);
+        b.borrow_and_update();
         n.close("b");
         assert!(b.changed().await.is_err());
     }

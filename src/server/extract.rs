@@ -29,7 +29,7 @@ impl FromRequestParts<Arc<Shared>> for Authed {
             })?),
         };
         let caller = shared.service.authenticate(header).await?;
-        if let Err(wait) = shared.limiter.check(&caller.token_id) {
+        if let Err(wait) = shared.limiter.check(&caller.token_id).await {
             shared.metrics.rate_limited();
             return Err(ApiError::RateLimited { retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64 });
         }
@@ -100,6 +100,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         return Err(ApiError::BadRequest {
             message: "the request body is empty; expected a JSON object".into(),
             field: None,
+        });
+    }
+    // Every request body is an object; serde would also take an array for a struct (`[]` for
+    // a patch whose fields are all optional), which no client means.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Err(e) => ApiError::BadRequest { message: format!("the request body is not valid JSON: {e}"), field: None },
+            Ok(_) => ApiError::Invalid { message: "the request body must be a JSON object".into(), field: None },
         });
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -217,6 +226,16 @@ mod tests {
         assert_eq!(refusal("").0, 400);
         let trailing = parse_json::<serde_json::Value>(br#"{"id":"x"} trailing"#).unwrap_err();
         assert_eq!(trailing.status(), 400);
+    }
+
+    #[test]
+    fn a_body_is_an_object_even_when_every_field_is_optional() {
+        let patch =
+            |body: &str| parse_json::<crate::api::CodemarkPatch>(body.as_bytes()).map_err(|e| e.status().as_u16());
+        assert_eq!(patch("[]").unwrap_err(), 422, "serde alone would take [] as an empty patch");
+        assert_eq!(patch(" 7").unwrap_err(), 422);
+        assert_eq!(patch("[1,").unwrap_err(), 400);
+        assert!(patch(" {}").is_ok());
     }
 
     #[test]

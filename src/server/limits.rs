@@ -1,8 +1,11 @@
-//! Per-token rate limits: a token bucket per token, behind [`RateLimiter`] so it can move into
-//! the database when several server processes share the load. Pure arithmetic in
-//! [`Bucket`]; the clock is handed in.
+//! Per-token rate limits: a token bucket per token, behind [`RateLimiter`]. One process keeps
+//! its buckets in memory ([`LocalRateLimiter`]); several processes sharing a PostgreSQL keep
+//! them in the database (`db::postgres`), so a token's limit holds whichever process it hits.
+//! Pure arithmetic in [`Bucket`]; the clock is handed in.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -11,9 +14,12 @@ pub const DEFAULT_PER_SECOND: f64 = 20.0;
 /// Requests allowed at once after a quiet spell (a client catching up after being away).
 pub const DEFAULT_BURST: f64 = 200.0;
 
+/// What [`RateLimiter::check`] answers: `Err` is how long to wait.
+pub type Verdict<'a> = Pin<Box<dyn Future<Output = Result<(), Duration>> + Send + 'a>>;
+
 pub trait RateLimiter: Send + Sync + 'static {
     /// Takes one request's worth from `token_id`'s bucket, or says how long to wait.
-    fn check(&self, token_id: &str) -> Result<(), Duration>;
+    fn check<'a>(&'a self, token_id: &'a str) -> Verdict<'a>;
 }
 
 /// A token bucket: `capacity` requests at once, refilled at `rate` per second.
@@ -56,7 +62,13 @@ impl LocalRateLimiter {
 }
 
 impl RateLimiter for LocalRateLimiter {
-    fn check(&self, token_id: &str) -> Result<(), Duration> {
+    fn check<'a>(&'a self, token_id: &'a str) -> Verdict<'a> {
+        Box::pin(std::future::ready(self.take(token_id)))
+    }
+}
+
+impl LocalRateLimiter {
+    fn take(&self, token_id: &str) -> Result<(), Duration> {
         if self.rate <= 0.0 {
             return Ok(());
         }
@@ -99,12 +111,12 @@ mod tests {
     fn zero_turns_limits_off() {
         let l = LocalRateLimiter::new(0.0, 1.0);
         for _ in 0..1000 {
-            l.check("t").unwrap();
+            l.take("t").unwrap();
         }
         let l = LocalRateLimiter::new(1.0, 2.0);
-        l.check("t").unwrap();
-        l.check("t").unwrap();
-        assert!(l.check("t").is_err());
-        l.check("other").unwrap();
+        l.take("t").unwrap();
+        l.take("t").unwrap();
+        assert!(l.take("t").is_err());
+        l.take("other").unwrap();
     }
 }

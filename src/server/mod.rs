@@ -1,7 +1,7 @@
 //! The sync server, `marginalia serve`: an HTTPS JSON API under `/api/v1` for teams, members,
 //! tokens, repositories, codemarks and replies, and feedback requests (reviews) with their
 //! revisions, with an event stream, export, deletion, an audit log, health and metrics. **Architecture invariant:** the only module that knows axum and
-//! HTTP; SQL stays in `db::sqlite`, the cipher in `crypto`.
+//! HTTP; SQL stays in `db::sqlite` and `db::postgres`, the cipher in `crypto`.
 //!
 //! # Code map
 //!
@@ -14,8 +14,10 @@
 //! - `validate`: checks on what clients send (sizes, ids, kinds). Pure.
 //! - `crypto`: the master key, team data keys, sealed values, lookup MACs, token hashes.
 //! - `audit`: the hash-chained audit log's rules and its verification. Pure.
-//! - `db`: the [`Storage`](db::Storage) trait (rows of sealed bytes) and its SQLite
-//!   implementation, `db::sqlite`.
+//! - `db`: the [`Storage`](db::Storage) trait (rows of sealed bytes) and its implementations,
+//!   `db::sqlite` (one process) and `db::postgres` (several processes over one database).
+//! - `backend`: which storage a server runs on, opened with its notifier and rate limiter;
+//!   rotating the master key.
 //! - `events`: waking event-stream listeners when their team changes ([`events::Notifier`]).
 //! - `limits`: per-token rate limits ([`limits::RateLimiter`]).
 //! - `metrics`: Prometheus counters; `openapi`: the OpenAPI document; `error`: refusals as
@@ -25,6 +27,7 @@
 //! storage batch holding the change, its audit entries, its events and its idempotency record.
 
 pub mod audit;
+pub mod backend;
 pub mod crypto;
 pub mod db;
 pub mod error;
@@ -70,9 +73,20 @@ pub struct Shared {
 impl Shared {
     /// The server's parts over `store`, with the default notifier and rate limiter.
     pub fn new(store: Arc<dyn db::Storage>, master: MasterKey, rate_per_second: f64, burst: f64, tls: bool) -> Shared {
-        Shared {
-            service: Service::new(store, master, Arc::new(events::LocalNotifier::default())),
+        let backend = backend::Backend {
+            store,
+            notifier: Arc::new(events::LocalNotifier::default()),
             limiter: Arc::new(limits::LocalRateLimiter::new(rate_per_second, burst)),
+            warnings: Vec::new(),
+        };
+        Shared::over(backend, master, tls)
+    }
+
+    /// The server's parts over a storage opened with its own notifier and rate limiter.
+    pub fn over(backend: backend::Backend, master: MasterKey, tls: bool) -> Shared {
+        Shared {
+            service: Service::new(backend.store, master, backend.notifier),
+            limiter: backend.limiter,
             metrics: Arc::new(Metrics::default()),
             tls,
         }
@@ -173,12 +187,12 @@ pub fn prepare_process() {
     db::sqlite::tune_process();
 }
 
-/// Finds the master key: `--master-key-file`, else the environment, else (on loopback only) a
-/// dev key file in the data directory, created when missing.
+/// Finds the master key: `--master-key-file`, else the environment, else (on loopback only, and
+/// with a data directory) a dev key file in the data directory, created when missing.
 pub fn master_key(
     file: Option<&Path>,
     env: Option<String>,
-    data: &Path,
+    data: Option<&Path>,
     loopback: bool,
 ) -> Result<(MasterKey, KeySource), StartError> {
     if let Some(f) = file {
@@ -187,9 +201,9 @@ pub fn master_key(
     if let Some(text) = env.filter(|t| !t.trim().is_empty()) {
         return Ok((MasterKey::parse(&text, &format!("in {MASTER_KEY_ENV}"))?, KeySource::Env));
     }
-    if !loopback {
+    let Some(data) = data.filter(|_| loopback) else {
         return Err(StartError::NoMasterKey);
-    }
+    };
     let path = data.join(DEV_KEY_FILE);
     if path.exists() {
         return Ok((MasterKey::read_file(&path)?, KeySource::DevFile { path, created: false }));
@@ -202,7 +216,11 @@ pub fn master_key(
 /// How `marginalia serve` runs.
 pub struct Config {
     pub listen: SocketAddr,
-    pub data: PathBuf,
+    /// Where the data is: SQLite in a directory, or PostgreSQL.
+    pub location: backend::Location,
+    /// The directory of dev mode's key file (SQLite's data directory, or `--data` beside
+    /// `--database`).
+    pub data: Option<PathBuf>,
     pub tls: Option<(PathBuf, PathBuf)>,
     pub master_key_file: Option<PathBuf>,
     pub master_key_env: Option<String>,
@@ -218,7 +236,7 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         return Err(StartError::PlainOffLoopback(config.listen));
     }
     let (master, source) =
-        master_key(config.master_key_file.as_deref(), config.master_key_env.clone(), &config.data, loopback)?;
+        master_key(config.master_key_file.as_deref(), config.master_key_env.clone(), config.data.as_deref(), loopback)?;
     match &source {
         KeySource::DevFile { path, created: true } => eprintln!(
             "WARNING: dev mode: no master key was given, so a new one was written to {} (mode 0600). Anyone with \
@@ -231,18 +249,17 @@ pub async fn serve(config: Config) -> Result<(), StartError> {
         }
         _ => {}
     }
-    let data = config.data.clone();
-    let storage =
-        tokio::task::spawn_blocking(move || db::sqlite::SqliteStorage::open(&data)).await.map_err(|e| {
-            db::DbError::Backend { path: config.data.clone(), context: "opening".into(), cause: e.to_string() }
-        })??;
+    let backend = backend::open(&config.location, config.rate_per_second, config.burst).await?;
+    eprintln!("storage: {}", config.location.describe());
+    for w in &backend.warnings {
+        eprintln!("WARNING: {w}");
+    }
     // Keys whose team never made it (or whose team's deletion stopped half way).
-    let swept = db::Storage::sweep_orphan_keys(&storage, service::now_ms() - 3_600_000).await?;
+    let swept = backend.store.sweep_orphan_keys(service::now_ms() - 3_600_000).await?;
     if swept > 0 {
         tracing::warn!("destroyed {swept} data keys whose teams are gone");
     }
-    let shared =
-        Arc::new(Shared::new(Arc::new(storage), master, config.rate_per_second, config.burst, config.tls.is_some()));
+    let shared = Arc::new(Shared::over(backend, master, config.tls.is_some()));
     let app = app(shared).into_make_service();
     let handle: axum_server::Handle<SocketAddr> = axum_server::Handle::new();
     let shutdown = handle.clone();
@@ -337,10 +354,11 @@ mod tests {
     fn the_master_key_comes_from_the_file_the_environment_or_dev_mode_on_loopback_only() {
         let dir = tempfile::tempdir().unwrap();
         let hex = "22".repeat(32);
-        let (_, source) = master_key(None, Some(hex.clone()), dir.path(), false).unwrap();
+        let (_, source) = master_key(None, Some(hex.clone()), Some(dir.path()), false).unwrap();
         assert_eq!(source, KeySource::Env);
-        assert!(matches!(master_key(None, None, dir.path(), false), Err(StartError::NoMasterKey)));
-        let (k1, source) = master_key(None, None, dir.path(), true).unwrap();
+        assert!(matches!(master_key(None, None, Some(dir.path()), false), Err(StartError::NoMasterKey)));
+        assert!(matches!(master_key(None, None, None, true), Err(StartError::NoMasterKey)), "no directory, no dev key");
+        let (k1, source) = master_key(None, None, Some(dir.path()), true).unwrap();
         assert!(matches!(source, KeySource::DevFile { created: true, .. }));
         #[cfg(unix)]
         {
@@ -348,14 +366,14 @@ mod tests {
             let mode = std::fs::metadata(dir.path().join(DEV_KEY_FILE)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        let (k2, source) = master_key(None, None, dir.path(), true).unwrap();
+        let (k2, source) = master_key(None, None, Some(dir.path()), true).unwrap();
         assert!(matches!(source, KeySource::DevFile { created: false, .. }));
         assert_eq!(k1.team_name_mac("t"), k2.team_name_mac("t"), "the same key is read back");
         let file = dir.path().join("given.key");
         std::fs::write(&file, format!("{hex}\n")).unwrap();
-        let (k3, source) = master_key(Some(&file), None, dir.path(), false).unwrap();
+        let (k3, source) = master_key(Some(&file), None, Some(dir.path()), false).unwrap();
         assert_eq!(source, KeySource::File(file));
-        let (k4, _) = master_key(None, Some(hex), dir.path(), false).unwrap();
+        let (k4, _) = master_key(None, Some(hex), Some(dir.path()), false).unwrap();
         assert_eq!(k3.team_name_mac("t"), k4.team_name_mac("t"));
     }
 }

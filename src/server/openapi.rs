@@ -31,7 +31,12 @@ const fn op(
 pub fn describe(method: &Method, path: &str) -> Option<Operation> {
     let m = method.as_str();
     Some(match (m, path) {
-        ("GET", "/healthz") => op("Liveness and storage check.", None, 200, Some("Health")),
+        ("GET", "/healthz") => op(
+            "Liveness and storage check: 200, or 503 with a reason while the database does not answer.",
+            None,
+            200,
+            Some("Health"),
+        ),
         ("GET", "/metrics") => op("Prometheus text exposition (text/plain).", None, 200, None),
         ("GET", "/api/v1/openapi.json") => op("This document.", None, 200, None),
         ("POST", "/api/v1/login") => op(
@@ -294,7 +299,7 @@ fn team_and_codemark_schemas() -> Value {
     let kind = json!({"type": "string", "enum": ["comment", "question", "issue"]});
     let status = json!({"type": "string", "enum": ["open", "resolved"]});
     json!({
-        "Health": object(&["status"], json!({"status": string()})),
+        "Health": object(&["status"], json!({"status": string(), "reason": string()})),
         "Login": object(&["invite", "name"], json!({"invite": string(), "name": max(limits::MAX_NAME_BYTES),
             "email": nullable_string(), "token_label": nullable_string()})),
         "Issued": object(&["token", "info", "team", "member"], json!({"token": string(),
@@ -355,7 +360,7 @@ fn team_and_codemark_schemas() -> Value {
             "actor_id": string(), "action": string(), "target_id": nullable_string(), "detail": string()})),
         "ErrorBody": object(&["error"], json!({"error": object(&["code", "message"], json!({
             "code": {"type": "string", "enum": ["unauthorized", "forbidden", "not_found", "bad_request", "conflict",
-                "too_large", "rate_limited", "internal"]},
+                "too_large", "rate_limited", "internal", "unavailable"]},
             "message": string(), "field": string()}))})),
     })
 }

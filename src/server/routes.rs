@@ -112,9 +112,18 @@ fn no_content() -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn healthz(State(shared): State<Arc<Shared>>) -> Result<Response> {
-    shared.service.stats().await?;
-    Ok(ok(serde_json::json!({"status": "ok"})))
+/// 200 while the database answers; 503 with the reason while it does not (a load balancer takes
+/// the process out of rotation, and puts it back once the pool reconnects).
+async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
+    match shared.service.health().await {
+        Ok(()) => ok(serde_json::json!({"status": "ok"})),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            axum::Json(serde_json::json!({"status": "unavailable", "reason": reason})),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

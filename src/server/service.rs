@@ -113,6 +113,18 @@ impl Service {
         Ok(self.store.stats().await?)
     }
 
+    /// Whether the storage answers now; `Err` is why not, fit for `/healthz` (no address, no
+    /// user name: those go to the log).
+    pub async fn health(&self) -> Result<(), String> {
+        self.store.ping().await.map_err(|e| {
+            tracing::warn!("health check: {e}");
+            match e {
+                DbError::Unavailable { cause, .. } => format!("the database does not answer: {cause}"),
+                _ => "the database answers with an error (the server's log says more)".to_string(),
+            }
+        })
+    }
+
     async fn team_key(&self, team_id: &str) -> Result<Arc<TeamKey>, ApiError> {
         if let Some(k) = self.keys.lock().unwrap_or_else(|p| p.into_inner()).get(team_id) {
             return Ok(k.clone());

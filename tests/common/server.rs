@@ -1,8 +1,16 @@
-//! The sync server without a socket, for tests: a fresh data directory, the router driven with
-//! tower's `oneshot`, and helpers that make teams and members the way people do (an operator's
-//! invite, then `POST /login`).
+//! The sync server without a socket, for tests: fresh storage (a data directory for SQLite, a new
+//! database for PostgreSQL), the router driven with tower's `oneshot`, and helpers that make
+//! teams and members the way people do (an operator's invite, then `POST /login`).
+//!
+//! One suite, both backends: a test written as `async fn name(backend: Backend)` and listed in
+//! [`on_every_backend!`] runs as `sqlite::name` and `postgres::name`; the few things a test
+//! checks below the API (the bytes at rest, raw SQL against the audit table) go through `Kit`
+//! helpers that know both.
 
 #![allow(dead_code)]
+
+#[path = "postgres.rs"]
+pub mod pg;
 
 use std::sync::Arc;
 
@@ -14,9 +22,62 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use marginalia::api::Role;
+use marginalia::server::backend::{self, Location};
 use marginalia::server::crypto::MasterKey;
+use marginalia::server::db::Storage;
+use marginalia::server::db::postgres::Options;
 use marginalia::server::db::sqlite::SqliteStorage;
 use marginalia::server::{Shared, app};
+
+/// Runs each listed test, an `async fn name(backend: Backend)` of the including file, once per
+/// storage: `sqlite::name`, and `postgres::name` (which says SKIPPED when no PostgreSQL can be
+/// had, or fails under `MARGINALIA_REQUIRE_POSTGRES=1`).
+#[allow(unused_macros)]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::kit::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = super::kit::Backend::postgres() {
+                        super::$name(backend).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Which storage a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// PostgreSQL when this process can have one (see [`pg::shared`]).
+    pub fn postgres() -> Option<Backend> {
+        pg::shared().map(|_| Backend::Postgres)
+    }
+
+    /// A server over fresh storage, without rate limits.
+    pub async fn kit(self) -> Kit {
+        Kit::on(self, 0.0, 1.0).await
+    }
+
+    pub async fn kit_with_rate(self, per_second: f64, burst: f64) -> Kit {
+        Kit::on(self, per_second, burst).await
+    }
+}
 
 /// The master key of every test server.
 pub const MASTER_HEX: &str = "6d617267696e616c6961206d6173746572206b657920666f7220746573747321";
@@ -27,6 +88,10 @@ pub fn master() -> MasterKey {
 
 pub struct Kit {
     pub dir: tempfile::TempDir,
+    pub backend: Backend,
+    /// PostgreSQL: the database's URL.
+    pub database: Option<String>,
+    pub store: Arc<dyn Storage>,
     pub shared: Arc<Shared>,
     pub app: Router,
 }
@@ -72,18 +137,153 @@ impl Kit {
 
     /// A server over an existing data directory (a restart).
     pub fn in_dir(dir: tempfile::TempDir, per_second: f64, burst: f64) -> Kit {
-        let storage = SqliteStorage::open(dir.path()).unwrap();
-        let shared = Arc::new(Shared::new(Arc::new(storage), master(), per_second, burst, true));
-        let app = app(shared.clone());
-        Kit { dir, shared, app }
+        Kit::in_dir_with(dir, per_second, burst, master())
     }
 
-    /// The same data directory served anew, as after a restart.
-    pub fn restart(self) -> Kit {
-        let Kit { dir, shared, app } = self;
-        drop(app);
-        drop(shared);
-        Kit::in_dir(dir, 0.0, 1.0)
+    fn in_dir_with(dir: tempfile::TempDir, per_second: f64, burst: f64, master: MasterKey) -> Kit {
+        let storage: Arc<dyn Storage> = Arc::new(SqliteStorage::open(dir.path()).unwrap());
+        let shared = Arc::new(Shared::new(storage.clone(), master, per_second, burst, true));
+        let app = app(shared.clone());
+        Kit { dir, backend: Backend::Sqlite, database: None, store: storage, shared, app }
+    }
+
+    /// A server over fresh storage of `backend`.
+    pub async fn on(backend: Backend, per_second: f64, burst: f64) -> Kit {
+        match backend {
+            Backend::Sqlite => Kit::with_rate(per_second, burst),
+            Backend::Postgres => {
+                let server = pg::shared().expect("a PostgreSQL for the tests");
+                let url = server.database().await;
+                Kit::over_postgres(tempfile::tempdir().unwrap(), url, per_second, burst).await
+            }
+        }
+    }
+
+    /// A server process over the PostgreSQL database `url` (one of several, when called again).
+    pub async fn over_postgres(dir: tempfile::TempDir, url: String, per_second: f64, burst: f64) -> Kit {
+        Kit::over_postgres_with(dir, url, per_second, burst, master()).await
+    }
+
+    async fn over_postgres_with(
+        dir: tempfile::TempDir,
+        url: String,
+        per_second: f64,
+        burst: f64,
+        master: MasterKey,
+    ) -> Kit {
+        let options = Options { data: url.clone(), keys: None, pool: 4 };
+        let backend = backend::open(&Location::Postgres(options), per_second, burst).await.unwrap();
+        let store = backend.store.clone();
+        let shared = Arc::new(Shared::over(backend, master, true));
+        let app = app(shared.clone());
+        Kit { dir, backend: Backend::Postgres, database: Some(url), store, shared, app }
+    }
+
+    /// The same storage served anew, as after a restart.
+    pub async fn restart(self) -> Kit {
+        self.restart_with(master()).await
+    }
+
+    /// The same storage served anew with another master key.
+    pub async fn restart_with(self, master: MasterKey) -> Kit {
+        let Kit { dir, backend, database, store, shared, app } = self;
+        drop((app, shared, store));
+        match (backend, database) {
+            (Backend::Postgres, Some(url)) => Kit::over_postgres_with(dir, url, 0.0, 1.0, master).await,
+            _ => Kit::in_dir_with(dir, 0.0, 1.0, master),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.backend == Backend::Postgres
+    }
+
+    /// Runs one SQL statement straight against the data, as someone with the database's
+    /// credentials could: the rows it changed, or the database's refusal.
+    pub async fn sql(&self, sql: &str) -> Result<u64, String> {
+        match &self.database {
+            None => {
+                let c = rusqlite::Connection::open(self.dir.path().join("server.db")).unwrap();
+                c.execute(sql, []).map(|n| n as u64).map_err(|e| e.to_string())
+            }
+            Some(url) => {
+                let c = pg_client(url).await;
+                c.execute(sql, &[])
+                    .await
+                    .map_err(|e| e.as_db_error().map_or(e.to_string(), |d| d.message().to_string()))
+            }
+        }
+    }
+
+    /// A number read straight from the data (`SELECT count(*) ...`).
+    pub async fn number(&self, sql: &str) -> i64 {
+        match &self.database {
+            None => {
+                let c = rusqlite::Connection::open(self.dir.path().join("server.db")).unwrap();
+                c.query_row(sql, [], |r| r.get(0)).unwrap()
+            }
+            Some(url) => pg_client(url).await.query_one(sql, &[]).await.unwrap().get(0),
+        }
+    }
+
+    /// Everything the storage holds at rest, as bytes to search: SQLite's files (data, WAL,
+    /// keys), or every value of every table of the PostgreSQL database (text as UTF-8, bytea as
+    /// its bytes).
+    pub async fn at_rest(&self) -> Vec<(String, Vec<u8>)> {
+        let Some(url) = &self.database else {
+            return std::fs::read_dir(self.dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.is_file())
+                .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
+                .collect();
+        };
+        let c = pg_client(url).await;
+        let columns = c
+            .query(
+                "SELECT table_name::text, column_name::text, data_type::text FROM information_schema.columns
+                 WHERE table_schema = 'public' ORDER BY table_name, ordinal_position",
+                &[],
+            )
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for col in columns {
+            let (table, column, kind): (String, String, String) = (col.get(0), col.get(1), col.get(2));
+            let mut bytes = Vec::new();
+            if kind == "bytea" {
+                for r in c.query(&format!("SELECT {column} FROM {table}"), &[]).await.unwrap() {
+                    bytes.extend(r.get::<_, Option<Vec<u8>>>(0).unwrap_or_default());
+                }
+            } else {
+                for r in c.query(&format!("SELECT {column}::text FROM {table}"), &[]).await.unwrap() {
+                    bytes.extend(r.get::<_, Option<String>>(0).unwrap_or_default().into_bytes());
+                }
+            }
+            out.push((format!("{table}.{column}"), bytes));
+        }
+        out
+    }
+
+    /// A copy of one sealed column, `(team_id, id, value)` by row, as a backup holds it: SQLite's
+    /// `VACUUM INTO` a file read back; PostgreSQL's rows copied out (what `pg_dump
+    /// --exclude-table=marginalia_team_keys` writes).
+    pub async fn backup_of(&self, table: &str, column: &str) -> Vec<(String, String, Vec<u8>)> {
+        let sql = format!("SELECT team_id, id, {column} FROM {table}");
+        match &self.database {
+            None => {
+                let backup = self.dir.path().join(format!("backup-{}.db", uuid::Uuid::now_v7()));
+                let c = rusqlite::Connection::open(self.dir.path().join("server.db")).unwrap();
+                c.execute("VACUUM INTO ?1", [backup.to_str().unwrap()]).unwrap();
+                let b = rusqlite::Connection::open(&backup).unwrap();
+                let mut stmt = b.prepare(&sql).unwrap();
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+            }
+            Some(url) => {
+                let rows = pg_client(url).await.query(&sql, &[]).await.unwrap();
+                rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+            }
+        }
     }
 
     pub async fn invite(&self, team: &str, role: Option<Role>) -> String {
@@ -227,4 +427,55 @@ pub fn review_comment(id: &str, repo: &str, review: &str, revision: u32, path: &
     c["anchors"][0]["pending"] = json!(true);
     c["review"] = json!({"review": review, "revision": revision, "path": path, "side": side});
     c
+}
+
+/// A plain connection to a PostgreSQL database, driven on a task of its own.
+pub async fn pg_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("the test database answers");
+    tokio::spawn(connection);
+    client
+}
+
+/// Reads up to `n` events from an event stream's body within `within`: `(id, data)` each.
+pub async fn read_events(body: &mut Body, n: usize, within: std::time::Duration) -> Vec<(String, Value)> {
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let deadline = tokio::time::Instant::now() + within;
+    while events.len() < n {
+        let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(f))) => f,
+            _ => break,
+        };
+        if let Some(data) = frame.data_ref() {
+            buffer.push_str(&String::from_utf8_lossy(data));
+        }
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut id = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().to_string();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim());
+                }
+            }
+            if !data.is_empty() {
+                events.push((id, serde_json::from_str(&data).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+impl Kit {
+    /// Opens the event stream as `user` (from `after`, when given): its body.
+    pub async fn events(&self, user: &User, after: Option<&str>) -> Body {
+        let path = after.map_or("/api/v1/events".to_string(), |a| format!("/api/v1/events?after={a}"));
+        let req = Request::get(path).header("authorization", format!("Bearer {}", user.token));
+        let res = self.app.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+        assert_eq!(res.status(), 200);
+        res.into_body()
+    }
 }

@@ -4,12 +4,16 @@
 //! its events and its idempotency record.
 //!
 //! - `sqlite`: the default implementation, `server.db` (data) and `keys.db` (wrapped team keys)
-//!   in the data directory. **Architecture invariant:** the server's only SQL.
+//!   in the data directory.
+//! - `postgres`: several stateless server processes over one PostgreSQL; also the cross-process
+//!   event wake-ups (LISTEN/NOTIFY) and rate limits kept in the database.
 //!
-//! A PostgreSQL implementation (several stateless server processes on one database) implements
-//! the same trait; handlers and the service do not change. Wrapped team keys are kept apart from
-//! the data (`keys.db` here) so that backups of the data never hold a key.
+//! **Architecture invariant:** these two files are the server's only SQL; handlers and the
+//! service do not know which one runs. Wrapped team keys are kept apart from the data
+//! (`keys.db`; a table PostgreSQL deployments can put in another database) so that backups of the
+//! data need not hold a key.
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::future::Future;
@@ -56,6 +60,11 @@ pub enum DbError {
     NewerSchema { path: std::path::PathBuf, found: i64, known: i64 },
     #[error("{} is not a marginalia server file ({detail}); it was left untouched", path.display())]
     NotOurs { path: std::path::PathBuf, detail: String },
+    /// The database cannot be reached (down, restarting, the network): nothing was done that
+    /// can be relied on, and the same request may succeed in a moment. `place` names the
+    /// database without its password.
+    #[error("{context} ({place}): the database is unreachable: {cause}")]
+    Unavailable { place: String, context: String, cause: String },
     /// Anything else: the database failed; `context` says what was being done.
     #[error("{context} ({}): {cause}", path.display())]
     Backend { path: std::path::PathBuf, context: String, cause: String },
@@ -390,6 +399,12 @@ pub enum Write {
         id: String,
         comments: Vec<String>,
     },
+    /// The team's name lookup code, recomputed under a new master key; [`DbError::NotFound`]
+    /// when the team is gone.
+    SetTeamNameMac {
+        team_id: String,
+        name_mac: Vec<u8>,
+    },
     /// Removes every row of the team from the data (not its audit entries, which hold no
     /// personal data, and not its key: see [`Storage::delete_team_key`]).
     DeleteTeam {
@@ -488,4 +503,13 @@ pub trait Storage: Send + Sync + 'static {
     fn verify_audit(&self) -> DbFuture<'_, audit::Verdict>;
 
     fn stats(&self) -> DbFuture<'_, Stats>;
+
+    /// Whether the database answers now (`/healthz`).
+    fn ping(&self) -> DbFuture<'_, ()>;
+
+    /// Every team's wrapped key (rotating the master key rewraps them all).
+    fn team_keys(&self) -> DbFuture<'_, Vec<(String, Vec<u8>)>>;
+    /// Replaces wrapped keys, all or nothing: `(team, wrapped now, wrapped anew)`.
+    /// [`DbError::Changed`] when a key is not what was read (nothing is replaced then).
+    fn replace_team_keys(&self, keys: Vec<(String, Vec<u8>, Vec<u8>)>) -> DbFuture<'_, ()>;
 }

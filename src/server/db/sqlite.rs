@@ -795,6 +795,9 @@ fn apply_write(tx: &Connection, w: Write) -> Result<(), Applied> {
             exec(tx, "DELETE FROM revisions WHERE team_id = ?1 AND review_id = ?2", params![team_id, id])?;
             exec(tx, "DELETE FROM reviews WHERE team_id = ?1 AND id = ?2", params![team_id, id])?;
         }
+        Write::SetTeamNameMac { team_id, name_mac } => {
+            must_change(exec(tx, "UPDATE teams SET name_mac = ?2 WHERE id = ?1", params![team_id, name_mac])?)?;
+        }
         Write::DeleteTeam { team_id } => {
             for table in [
                 "events",
@@ -1430,6 +1433,43 @@ impl Storage for SqliteStorage {
                 Some(e) => Err(e),
                 None => Ok(verdict),
             }
+        })
+    }
+
+    fn ping(&self) -> DbFuture<'_, ()> {
+        self.read("the database does not answer", |tx| row(tx, "SELECT 1", [], |_| Ok(())))
+    }
+
+    fn team_keys(&self) -> DbFuture<'_, Vec<(String, Vec<u8>)>> {
+        self.run(Turn::Write, move |inner| {
+            inner.keys("could not list team keys", |c| {
+                let mut stmt = c.prepare("SELECT team_id, wrapped FROM team_keys ORDER BY team_id")?;
+                stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+            })
+        })
+    }
+
+    fn replace_team_keys(&self, keys: Vec<(String, Vec<u8>, Vec<u8>)>) -> DbFuture<'_, ()> {
+        self.run(Turn::Write, move |inner| {
+            let conn = inner.keys.lock().unwrap_or_else(|p| p.into_inner());
+            let err = |e: rusqlite::Error| DbError::Backend {
+                path: inner.keys_path.clone(),
+                context: "could not replace team keys".into(),
+                cause: e.to_string(),
+            };
+            let tx = Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(err)?;
+            for (team_id, old, new) in keys {
+                let changed = tx
+                    .execute(
+                        "UPDATE team_keys SET wrapped = ?3 WHERE team_id = ?1 AND wrapped = ?2",
+                        params![team_id, old, new],
+                    )
+                    .map_err(err)?;
+                if changed != 1 {
+                    return Err(DbError::Changed);
+                }
+            }
+            tx.commit().map_err(err)
         })
     }
 

@@ -207,9 +207,14 @@ fn idle_memory(codemarks: usize) {
     assert_eq!(marks.len(), 100);
     server.settle(Duration::from_secs(2));
     let rss = server.rss_kib().expect("VmRSS in /proc");
+    let mib = |field| server.status_kib(field).map_or(f64::NAN, |k| k as f64 / 1024.0);
     println!(
-        "resident memory, idle, {codemarks} codemarks in the store (all placed): {:.1} MiB (target < 30 MiB)",
-        rss as f64 / 1024.0
+        "resident memory, idle, {codemarks} codemarks in the store (all placed): {:.1} MiB (target < 30 MiB); \
+         of which its own {:.1} MiB (RssAnon) and {:.1} MiB mapped from files (RssFile: the executable's \
+         code, shared with the page cache)",
+        rss as f64 / 1024.0,
+        mib("RssAnon:"),
+        mib("RssFile:"),
     );
     server.stop();
 }

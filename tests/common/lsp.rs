@@ -223,8 +223,15 @@ impl Lsp {
 
     /// The server's resident memory in KiB (Linux).
     pub fn rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmRSS:")
+    }
+
+    /// A `/proc/PID/status` figure in KiB: `VmRSS:`, or its parts `RssAnon:` (the process's
+    /// own memory) and `RssFile:` (pages of files it maps, its executable's code above all,
+    /// shared with the page cache).
+    pub fn status_kib(&self, field: &str) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let line = status.lines().find(|l| l.starts_with(field))?;
         line.split_whitespace().nth(1)?.parse().ok()
     }
 

@@ -24,7 +24,7 @@ use serde_json::{Value, json};
 use crate::anchor::LineRange;
 
 use super::diff;
-use super::http::{Call, Paging, code_bytes};
+use super::http::{Call, Paging};
 use super::read;
 use super::{
     ChangedFile, Comment, Forge, NewComment, NewPull, Posted, PrComment, Provider, ProviderError, PullRequest, Side,
@@ -257,10 +257,9 @@ pub(super) async fn comment(
     };
     let body = json!({ "content": { "raw": c.body }, "inline": inline });
     let what = format!("a comment on pull request #{n}");
-    let mut call =
-        Call::post(rurl(f, &["pullrequests", &n.to_string(), "comments"], &[]), body, f.subject(Some(n)), what.clone());
-    call.code_bytes = code_bytes(&c.body);
-    call.note = note;
+    let call =
+        Call::post(rurl(f, &["pullrequests", &n.to_string(), "comments"], &[]), body, f.subject(Some(n)), what.clone())
+            .carrying(&c.body, note);
     let v = f.json(&call).await?;
     let comment = comment_of(&v).ok_or_else(|| f.unexpected(&what, "the new comment has no id".into()))?;
     Ok(Posted { thread_id: comment.id.clone(), comment, note: told })
@@ -280,14 +279,13 @@ pub(super) async fn reply(
         .map_err(|_| ProviderError::Setup(format!("`{thread}` is not a Bitbucket comment id (a number)")))?;
     let payload = json!({ "content": { "raw": body }, "parent": { "id": id } });
     let what = format!("a reply to comment {id}");
-    let mut call = Call::post(
+    let call = Call::post(
         rurl(f, &["pullrequests", &n.to_string(), "comments"], &[]),
         payload,
         f.subject(Some(n)),
         what.clone(),
-    );
-    call.code_bytes = code_bytes(body);
-    call.note = note;
+    )
+    .carrying(body, note);
     let v = f.json(&call).await?;
     let comment = comment_of(&v).ok_or_else(|| f.unexpected(&what, "the reply has no id".into()))?;
     Ok(Posted { thread_id: id.to_string(), comment, note: None })
@@ -318,9 +316,8 @@ pub(super) async fn create_pr_comment(
 ) -> Result<PrComment, ProviderError> {
     let url = rurl(f, &["pullrequests", &n.to_string(), "comments"], &[]);
     let payload = json!({ "content": { "raw": body } });
-    let mut call = Call::post(url, payload, f.subject(Some(n)), format!("a comment on pull request #{n}"));
-    call.code_bytes = code_bytes(body);
-    call.note = note;
+    let call =
+        Call::post(url, payload, f.subject(Some(n)), format!("a comment on pull request #{n}")).carrying(body, note);
     let v = f.json(&call).await?;
     pr_comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the new comment has no id".into()))
 }
@@ -335,9 +332,7 @@ pub(super) async fn edit_pr_comment(
     let url = rurl(f, &["pullrequests", &n.to_string(), "comments", id], &[]);
     let what = format!("comment {id} on pull request #{n}");
     let payload = json!({ "content": { "raw": body } });
-    let mut call = Call::with_body(Method::PUT, url, payload, f.subject(Some(n)), what);
-    call.code_bytes = code_bytes(body);
-    call.note = note;
+    let call = Call::with_body(Method::PUT, url, payload, f.subject(Some(n)), what).carrying(body, note);
     let v = f.json(&call).await?;
     pr_comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the edited comment has no id".into()))
 }
@@ -354,9 +349,8 @@ pub(super) async fn create_pull(f: &Forge, new: &NewPull, note: Option<String>) 
         body["draft"] = json!(true);
     }
     let what = format!("a new pull request from {}", new.head);
-    let mut call = Call::post(rurl(f, &["pullrequests"], &[]), body, f.subject(None), what.clone());
-    call.code_bytes = code_bytes(new.body.as_deref().unwrap_or(""));
-    call.note = note;
+    let call = Call::post(rurl(f, &["pullrequests"], &[]), body, f.subject(None), what.clone())
+        .carrying(new.body.as_deref().unwrap_or(""), note);
     let v = f.json(&call).await?;
     pull_of(&v).ok_or_else(|| f.unexpected(&what, "the new pull request has no id".into()))
 }

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use crate::anchor::LineRange;
 
 use super::diff;
-use super::http::{Call, Paging, code_bytes};
+use super::http::{Call, Paging};
 use super::read;
 use super::{
     ChangedFile, Comment, Forge, NewComment, NewPull, Posted, PrComment, Provider, ProviderError, PullRequest, Side,
@@ -282,9 +282,8 @@ pub(super) async fn comment(
         b
     };
     let url = f.url(&repo_path(f, &["pulls", &n.to_string(), "comments"]), &[]);
-    let mut call = Call::post(url, body, f.subject(Some(n)), format!("a review comment on pull request #{n}"));
-    call.code_bytes = code_bytes(&c.body);
-    call.note = note.take();
+    let call = Call::post(url, body, f.subject(Some(n)), format!("a review comment on pull request #{n}"))
+        .carrying(&c.body, note.take());
     let v = match f.json(&call).await {
         Err(ProviderError::Refused { status: 422, message, .. }) if !c.file_level && mentions_diff(&message) => {
             return Err(ProviderError::NotInDiff(format!(
@@ -336,10 +335,8 @@ pub(super) async fn reply(
         ))
     })?;
     let url = f.url(&repo_path(f, &["pulls", &n.to_string(), "comments", &id.to_string(), "replies"]), &[]);
-    let mut call =
-        Call::post(url, json!({ "body": body }), f.subject(Some(n)), format!("a reply to review thread {id}"));
-    call.code_bytes = code_bytes(body);
-    call.note = note;
+    let call = Call::post(url, json!({ "body": body }), f.subject(Some(n)), format!("a reply to review thread {id}"))
+        .carrying(body, note);
     let v = f.json(&call).await?;
     let comment = comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the reply has no id".into()))?;
     Ok(Posted { thread_id: id.to_string(), comment, note: None })
@@ -367,10 +364,8 @@ pub(super) async fn create_pr_comment(
     note: Option<String>,
 ) -> Result<PrComment, ProviderError> {
     let url = f.url(&repo_path(f, &["issues", &n.to_string(), "comments"]), &[]);
-    let mut call =
-        Call::post(url, json!({ "body": body }), f.subject(Some(n)), format!("a comment on pull request #{n}"));
-    call.code_bytes = code_bytes(body);
-    call.note = note;
+    let call = Call::post(url, json!({ "body": body }), f.subject(Some(n)), format!("a comment on pull request #{n}"))
+        .carrying(body, note);
     let v = f.json(&call).await?;
     pr_comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the new comment has no id".into()))
 }
@@ -384,9 +379,8 @@ pub(super) async fn edit_pr_comment(
 ) -> Result<PrComment, ProviderError> {
     let url = f.url(&repo_path(f, &["issues", "comments", id]), &[]);
     let what = format!("comment {id} on pull request #{n}");
-    let mut call = Call::with_body(Method::PATCH, url, json!({ "body": body }), f.subject(Some(n)), what);
-    call.code_bytes = code_bytes(body);
-    call.note = note;
+    let call =
+        Call::with_body(Method::PATCH, url, json!({ "body": body }), f.subject(Some(n)), what).carrying(body, note);
     let v = f.json(&call).await?;
     pr_comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the edited comment has no id".into()))
 }
@@ -411,9 +405,8 @@ pub(super) async fn create_pull(f: &Forge, new: &NewPull, note: Option<String>) 
         body["draft"] = json!(true);
     }
     let what = format!("a new pull request from {} into {base}", new.head);
-    let mut call = Call::post(f.url(&repo_path(f, &["pulls"]), &[]), body, f.subject(None), what.clone());
-    call.code_bytes = code_bytes(new.body.as_deref().unwrap_or(""));
-    call.note = note;
+    let call = Call::post(f.url(&repo_path(f, &["pulls"]), &[]), body, f.subject(None), what.clone())
+        .carrying(new.body.as_deref().unwrap_or(""), note);
     let v = f.json(&call).await?;
     pull_of(&v).ok_or_else(|| f.unexpected(&what, "the new pull request has no number".into()))
 }

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use crate::anchor::LineRange;
 
 use super::diff::{self, Kind, Line};
-use super::http::{Call, Paging, code_bytes};
+use super::http::{Call, Paging};
 use super::read;
 use super::{
     ChangedFile, Comment, Forge, NewComment, NewPull, Posted, PrComment, Provider, ProviderError, PullRequest, Side,
@@ -285,9 +285,8 @@ pub(super) async fn comment(
         position["line_range"] = json!({ "start": range_end(code_path, &first), "end": range_end(code_path, &last) });
     }
     let url = purl(f, &["merge_requests", &n.to_string(), "discussions"], &[]);
-    let mut call = Call::post(url, json!({ "body": c.body, "position": position }), f.subject(Some(n)), what.clone());
-    call.code_bytes = code_bytes(&c.body);
-    call.note = note;
+    let call = Call::post(url, json!({ "body": c.body, "position": position }), f.subject(Some(n)), what.clone())
+        .carrying(&c.body, note);
     let v = f.json(&call).await?;
     let thread = thread_of(&v, pr).ok_or_else(|| f.unexpected(&what, "the new thread has no id or note".into()))?;
     let comment =
@@ -308,9 +307,8 @@ pub(super) async fn reply(
         return Err(ProviderError::Setup(format!("`{thread}` is not a GitLab discussion id")));
     }
     let url = purl(f, &["merge_requests", &n.to_string(), "discussions", id, "notes"], &[]);
-    let mut call = Call::post(url, json!({ "body": body }), f.subject(Some(n)), format!("a reply in discussion {id}"));
-    call.code_bytes = code_bytes(body);
-    call.note = note;
+    let call = Call::post(url, json!({ "body": body }), f.subject(Some(n)), format!("a reply in discussion {id}"))
+        .carrying(body, note);
     let v = f.json(&call).await?;
     let comment = comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the new note has no id".into()))?;
     Ok(Posted { thread_id: id.to_owned(), comment, note: None })
@@ -347,10 +345,8 @@ pub(super) async fn create_pr_comment(
     note: Option<String>,
 ) -> Result<PrComment, ProviderError> {
     let url = purl(f, &["merge_requests", &n.to_string(), "notes"], &[]);
-    let mut call =
-        Call::post(url, json!({ "body": body }), f.subject(Some(n)), format!("a note on merge request !{n}"));
-    call.code_bytes = code_bytes(body);
-    call.note = note;
+    let call = Call::post(url, json!({ "body": body }), f.subject(Some(n)), format!("a note on merge request !{n}"))
+        .carrying(body, note);
     let v = f.json(&call).await?;
     pr_comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the new note has no id".into()))
 }
@@ -364,9 +360,8 @@ pub(super) async fn edit_pr_comment(
 ) -> Result<PrComment, ProviderError> {
     let url = purl(f, &["merge_requests", &n.to_string(), "notes", id], &[]);
     let what = format!("note {id} on merge request !{n}");
-    let mut call = Call::with_body(Method::PUT, url, json!({ "body": body }), f.subject(Some(n)), what);
-    call.code_bytes = code_bytes(body);
-    call.note = note;
+    let call =
+        Call::with_body(Method::PUT, url, json!({ "body": body }), f.subject(Some(n)), what).carrying(body, note);
     let v = f.json(&call).await?;
     pr_comment_of(&v).ok_or_else(|| f.unexpected(&call.what, "the edited note has no id".into()))
 }
@@ -392,9 +387,8 @@ pub(super) async fn create_pull(f: &Forge, new: &NewPull, note: Option<String>) 
         body["description"] = json!(d);
     }
     let what = format!("a new merge request from {} into {target}", new.head);
-    let mut call = Call::post(purl(f, &["merge_requests"], &[]), body, f.subject(None), what.clone());
-    call.code_bytes = code_bytes(new.body.as_deref().unwrap_or(""));
-    call.note = note;
+    let call = Call::post(purl(f, &["merge_requests"], &[]), body, f.subject(None), what.clone())
+        .carrying(new.body.as_deref().unwrap_or(""), note);
     let v = f.json(&call).await?;
     pull_of(&v).ok_or_else(|| f.unexpected(&what, "the new merge request has no iid".into()))
 }

@@ -219,6 +219,14 @@ impl Call {
     pub fn with_body(method: Method, url: Url, body: Value, subject: String, what: String) -> Call {
         Call { method, url, accept: None, body: Some(body), code_bytes: 0, subject, what, note: None }
     }
+
+    /// The same call carrying a user's Markdown: its code counted for the ledger, and the note
+    /// that goes beside it there (why it was sent despite a finding).
+    pub fn carrying(mut self, markdown: &str, note: Option<String>) -> Call {
+        self.code_bytes = code_bytes(markdown);
+        self.note = note;
+        self
+    }
 }
 
 /// A provider's answer, read whole.

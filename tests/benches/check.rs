@@ -89,15 +89,7 @@ struct Built {
 fn build(sizes: &Sizes) -> Built {
     let mut rng = Rng(0x5eed_c0de);
     let mut serial = 0u64;
-    let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for i in 0..sizes.files {
-        let path = format!("src/mod{:02}/file{i:04}.rs", i % 40);
-        let n = 60 + rng.below(140);
-        let mut lines = vec![format!("// file {i}"), format!("pub fn entry_{i}(input: &Input) -> Output {{")];
-        lines.extend((0..n).map(|_| line_for(&mut rng, &mut serial)));
-        lines.push("}".into());
-        files.insert(path, lines);
-    }
+    let mut files = synth::files(&mut rng, &mut serial, sizes.files, 60..200);
     let mut stream = Vec::new();
     let mut anchors: Vec<(usize, String, Anchor)> = Vec::new();
     let per_commit = sizes.codemarks / sizes.main_commits;

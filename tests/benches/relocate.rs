@@ -61,15 +61,7 @@ struct History {
 fn build_history(sizes: &Sizes) -> History {
     let mut rng = Rng(0x00c0_ffee);
     let mut serial = 0u64;
-    let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for i in 0..sizes.files {
-        let path = format!("src/mod{:02}/file{i:04}.rs", i % 40);
-        let n = 40 + rng.below(160);
-        let mut lines = vec![format!("// file {i}"), format!("pub fn entry_{i}(input: &Input) -> Output {{")];
-        lines.extend((0..n).map(|_| line_for(&mut rng, &mut serial)));
-        lines.push("}".into());
-        files.insert(path, lines);
-    }
+    let mut files = synth::files(&mut rng, &mut serial, sizes.files, 40..200);
     let step = sizes.commits / sizes.anchor_commits;
     let anchor_at: Vec<usize> = (0..sizes.anchor_commits).map(|k| k * step).collect();
     let mut stream: Vec<u8> = Vec::new();

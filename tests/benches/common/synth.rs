@@ -1,6 +1,8 @@
 //! What the benchmarks that build a synthetic history share: a seeded generator, lines of
 //! ordinary-looking code, and running git.
 
+use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::Path;
 use std::process::Command;
 
@@ -47,4 +49,19 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git").args(args).current_dir(dir).output().unwrap();
     assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `count` source files in 40 folders, each an entry function of `lines` (a length drawn from
+/// the range) generated lines, by path.
+pub fn files(rng: &mut Rng, serial: &mut u64, count: usize, lines: Range<usize>) -> BTreeMap<String, Vec<String>> {
+    let mut files = BTreeMap::new();
+    for i in 0..count {
+        let path = format!("src/mod{:02}/file{i:04}.rs", i % 40);
+        let n = lines.start + rng.below(lines.len());
+        let mut text = vec![format!("// file {i}"), format!("pub fn entry_{i}(input: &Input) -> Output {{")];
+        text.extend((0..n).map(|_| line_for(rng, serial)));
+        text.push("}".into());
+        files.insert(path, text);
+    }
+    files
 }

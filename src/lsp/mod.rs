@@ -19,6 +19,7 @@
 
 mod commands;
 pub mod docs;
+mod memory;
 pub mod proto;
 mod pulls;
 mod reviews;
@@ -28,7 +29,7 @@ pub mod workspace;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -54,6 +55,7 @@ const NOTIFY_AFTER: Duration = Duration::from_millis(50);
 
 /// Runs the language server on stdin and stdout until the client exits.
 pub async fn serve_stdio() {
+    memory::keep_idle_lean();
     let (service, socket) = LspService::build(Backend::new)
         .custom_method("marginalia/codemarks", Backend::codemarks)
         .custom_method("marginalia/codemark", Backend::codemark)
@@ -85,6 +87,8 @@ struct Shared {
     refreshing: Mutex<HashSet<usize>>,
     /// The store's data version and codemark change counter when last looked at.
     store_version: Mutex<Option<(i64, i64)>>,
+    /// Set after a pass over a repository: the watcher then returns freed memory to the system.
+    trim_due: AtomicBool,
     /// Woken whenever a document's placement or a repository's refresh finishes.
     settle: tokio::sync::Notify,
     /// The sync client, while signed in to a team server.
@@ -256,7 +260,10 @@ impl Backend {
                 }
             }
             drop(work);
-            release_memory();
+            let _ = with_store(&shared, |store| {
+                store.release_memory();
+                Ok(())
+            });
             errors
         });
         tokio::pin!(task);
@@ -308,6 +315,9 @@ impl Backend {
         for uri in uris {
             self.place(&uri).await;
         }
+        // The pass and the placements freed most of what they read; the next idle moment hands
+        // it back (see `watch`).
+        self.shared.trim_due.store(true, Ordering::Relaxed);
     }
 
     /// Starts a `$/progress` report for a pass with anchors to place, when the client takes them.
@@ -338,6 +348,9 @@ impl Backend {
             let me = Backend { client, shared };
             loop {
                 tokio::time::sleep(WATCH_EVERY).await;
+                if me.shared.trim_due.swap(false, Ordering::Relaxed) {
+                    _ = blocking(memory::release).await;
+                }
                 let shared = me.shared.clone();
                 let stale = blocking(move || {
                     let work = lock(&shared.work);
@@ -450,23 +463,6 @@ impl Backend {
 fn store_versions(s: &Store) -> std::result::Result<(i64, i64), String> {
     let data = s.data_version().map_err(|e| e.to_string())?;
     Ok((data, s.codemarks_version().map_err(|e| e.to_string())?))
-}
-
-/// Hands memory freed by a big pass back to the system. glibc keeps freed memory in per-thread
-/// arenas, and the blocking pool's threads each get one; for a process that then sits idle
-/// beside the editor for hours, that is resident memory for nothing.
-fn release_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        unsafe extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // SAFETY: malloc_trim only returns unused heap pages to the kernel; it takes no
-        // pointers and is safe to call from any thread at any time.
-        unsafe {
-            malloc_trim(0);
-        }
-    }
 }
 
 /// The file a `file:` URI names.

@@ -99,6 +99,13 @@ struct Db {
 /// A connection a read runs on: one of the shared lanes, or one of its own from the pool.
 type Conn = Arc<Object>;
 
+/// Where a read runs: scans on a connection of their own, point reads on a shared lane.
+#[derive(Clone, Copy)]
+enum On {
+    Own,
+    Lane,
+}
+
 impl Db {
     fn open(url: &str, pool: usize, which: &str) -> Result<Db, DbError> {
         let bad = |cause: String| DbError::Backend { path: which.into(), context: "a bad URL".into(), cause };
@@ -156,20 +163,6 @@ impl Db {
         let context = context.to_string();
         move |e| failure(self.place(), &context, e)
     }
-}
-
-/// One statement's rows, through its cached prepared statement.
-async fn run_read<T>(
-    db: &Db,
-    c: &Object,
-    context: &str,
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-    f: impl Fn(&Row) -> T,
-) -> Result<Vec<T>, DbError> {
-    let stmt = c.prepare_cached(sql).await.map_err(db.err(context))?;
-    let rows = c.query(&stmt, params).await.map_err(db.err(context))?;
-    Ok(rows.iter().map(f).collect())
 }
 
 /// A failure as [`DbError`]: unreachable (the connection, or a server shutting down) or not.
@@ -287,22 +280,26 @@ impl PostgresStorage {
         params: &[&(dyn ToSql + Sync)],
         f: impl Fn(&Row) -> T,
     ) -> Result<Vec<T>, DbError> {
-        let db = &self.inner.data;
-        let c = db.get(context).await?;
-        run_read(db, &c, context, sql, params, f).await
+        self.read_on(On::Own, context, sql, params, f).await
     }
 
-    /// A point read (a few rows by key): on a shared lane.
-    async fn read_point<T>(
+    /// One statement's rows, through its cached prepared statement.
+    async fn read_on<T>(
         &self,
+        on: On,
         context: &str,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
         f: impl Fn(&Row) -> T,
     ) -> Result<Vec<T>, DbError> {
         let db = &self.inner.data;
-        let c = db.shared(context).await?;
-        run_read(db, &c, context, sql, params, f).await
+        let c = match on {
+            On::Own => Arc::new(db.get(context).await?),
+            On::Lane => db.shared(context).await?,
+        };
+        let stmt = c.prepare_cached(sql).await.map_err(db.err(context))?;
+        let rows = c.query(&stmt, params).await.map_err(db.err(context))?;
+        Ok(rows.iter().map(f).collect())
     }
 
     /// A row by its key, on a shared lane.
@@ -313,7 +310,7 @@ impl PostgresStorage {
         params: &[&(dyn ToSql + Sync)],
         f: impl Fn(&Row) -> T,
     ) -> Result<Option<T>, DbError> {
-        Ok(self.read_point(context, sql, params, f).await?.into_iter().next())
+        Ok(self.read_on(On::Lane, context, sql, params, f).await?.into_iter().next())
     }
 
     async fn write(&self, context: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, DbError> {
@@ -1556,7 +1553,8 @@ impl Storage for PostgresStorage {
             let mut threads = match &filter.ids {
                 Some(ids) => {
                     let rows = self
-                        .read_point(
+                        .read_on(
+                            On::Lane,
                             context,
                             &format!("{THREAD_SELECT} WHERE c.team_id = $1 AND c.id = ANY($2)"),
                             &[&team_id, ids],

@@ -138,11 +138,10 @@ impl Db {
             return Ok(c.clone());
         }
         let fresh = Arc::new(self.get(context).await?);
+        // When another read filled the lane meanwhile, this one runs alone on the one it took.
         let mut held = lane.lock().unwrap_or_else(|p| p.into_inner());
-        match held.as_ref().filter(|c| !c.is_closed()) {
-            // Another read filled the lane meanwhile: this one runs on the connection it took.
-            Some(_) => {}
-            None => *held = Some(fresh.clone()),
+        if held.as_ref().is_none_or(|c| c.is_closed()) {
+            *held = Some(fresh.clone());
         }
         Ok(fresh)
     }

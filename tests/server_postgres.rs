@@ -3,8 +3,10 @@
 //! processes would be (tests/server_faults.rs runs real processes): events made through one
 //! reach listeners of the other, cursors resume on either, idempotency keys and rate limits hold
 //! across both, a team's events become visible in sequence order even when their transactions
-//! commit late, migrations run once when servers start together, a newer schema is refused, the
-//! keys can live in a database of their own, and TLS to the database is verified.
+//! commit late, reads on the connections that point reads share see the other server's writes
+//! and outlive connections the database cuts, migrations run once when servers start together,
+//! a newer schema is refused, the keys can live in a database of their own, and TLS to the
+//! database is verified.
 
 #[path = "common/server.rs"]
 mod kit;
@@ -145,6 +147,71 @@ async fn an_idempotency_key_sent_to_both_servers_at_once_makes_one_codemark() {
     assert_eq!(list.json.as_array().unwrap().len(), 10);
     let feed = one.call(Method::GET, "/api/v1/changes?limit=1000", Some(&ada.token), None).await;
     assert_eq!(feed.json["cursor"], "10", "one event each: {}", feed.text);
+}
+
+/// Point reads share pipelined connections: many at once through one server, each right after
+/// a write through the other, all see that write; and when the database cuts every connection,
+/// the shared ones are replaced, so reads answer again without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_on_shared_connections_see_the_other_servers_writes_and_outlive_cut_connections() {
+    let Some((one, two)) = two_servers(0.0, 1.0).await else { return };
+    let ada = one.join("t", "Ada", Role::Admin).await;
+    let (one, two) = (Arc::new(one), Arc::new(two));
+    let mut tasks = Vec::new();
+    let mut made = Vec::new();
+    for n in 0..32 {
+        let cm = id();
+        made.push(cm.clone());
+        let (one, two, token) = (one.clone(), two.clone(), ada.token.clone());
+        tasks.push(tokio::spawn(async move {
+            let body = format!("body {n}");
+            let res =
+                one.call(Method::POST, "/api/v1/codemarks", Some(&token), Some(new_codemark(&cm, REPO, &body, "s")));
+            assert_eq!(res.await.status, 201);
+            let read = two.call(Method::GET, &format!("/api/v1/codemarks/{cm}"), Some(&token), None).await;
+            assert_eq!(read.status, 200, "written through one, read at once through two: {}", read.text);
+            assert_eq!(read.json["body"], body.as_str());
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+
+    // The database cuts every connection of both servers (as a failover or a proxy would).
+    let (client, connection) =
+        tokio_postgres::connect(one.database.as_deref().unwrap(), tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let cut = client
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = 'marginalia'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(cut > 0, "the servers had connections to cut");
+    // A read sent on a connection before it was seen to close fails (503); the next ones run on
+    // fresh connections.
+    let read = |cm: String| {
+        let (two, token) = (two.clone(), ada.token.clone());
+        async move { two.call(Method::GET, &format!("/api/v1/codemarks/{cm}"), Some(&token), None).await }
+    };
+    let mut tries = 0;
+    loop {
+        let res = read(made[0].clone()).await;
+        if res.status == 200 {
+            break;
+        }
+        assert_eq!(res.status, 503, "{}", res.text);
+        tries += 1;
+        assert!(tries < 10, "reads answer again once the connections are replaced");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reads: Vec<_> = made.iter().map(|cm| tokio::spawn(read(cm.clone()))).collect();
+    for r in reads {
+        let res = r.await.unwrap();
+        assert_eq!(res.status, 200, "{}", res.text);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,12 @@
 //! [`Storage`] in PostgreSQL, for several stateless server processes over one database (or a
 //! PostgreSQL-wire compatible one). **With `db::sqlite`, the server's only SQL.**
 //!
-//! - Every method takes a pooled connection (`connect`): a read is one statement (a codemark's
-//!   replies and a review's reviewers and revisions come aggregated into its row, so one snapshot
-//!   shows them all), a [`Batch`] is one transaction.
+//! - Connections come from a pool (`connect`): a read is one statement (a codemark's replies and
+//!   a review's reviewers and revisions come aggregated into its row, so one snapshot shows them
+//!   all), a [`Batch`] is one transaction. Point reads (a row by its key: the token of every
+//!   request, a codemark, a team key) and rate-limit checks share two connections on which
+//!   concurrent requests' statements are pipelined (`Db::shared`); scans and transactions take a
+//!   connection each.
 //! - Nothing assumes one process: uniqueness (ids, idempotency keys, invites) is the database's
 //!   constraints; the last-admin rule, a review's revision numbers and its deletion lock the rows
 //!   they read; the audit chain is appended under a transaction-level advisory lock; event
@@ -29,6 +32,7 @@ pub use schema::{DATA as DATA_MIGRATIONS, KEYS as KEYS_MIGRATIONS};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use deadpool_postgres::{Object, Pool, Transaction};
 use tokio_postgres::Row;
@@ -86,14 +90,60 @@ struct Inner {
 struct Db {
     pool: Pool,
     target: Target,
+    /// Connections that point reads share (see [`Db::shared`]); none when the pool is too small
+    /// to spare any.
+    lanes: Vec<std::sync::Mutex<Option<Arc<Object>>>>,
+    next_lane: AtomicUsize,
+}
+
+/// A connection a read runs on: one of the shared lanes, or one of its own from the pool.
+type Conn = Arc<Object>;
+
+/// Where a read runs: scans on a connection of their own, point reads on a shared lane.
+#[derive(Clone, Copy)]
+enum On {
+    Own,
+    Lane,
 }
 
 impl Db {
     fn open(url: &str, pool: usize, which: &str) -> Result<Db, DbError> {
         let bad = |cause: String| DbError::Backend { path: which.into(), context: "a bad URL".into(), cause };
         let target = target(url).map_err(bad)?;
-        let pool = connect::pool(&target, pool).map_err(bad)?;
-        Ok(Db { pool, target })
+        let pool_size = pool.max(1);
+        let pool = connect::pool(&target, pool_size).map_err(bad)?;
+        let lanes = (0..connect::lanes(pool_size)).map(|_| std::sync::Mutex::new(None)).collect();
+        Ok(Db { pool, target, lanes, next_lane: AtomicUsize::new(0) })
+    }
+
+    /// A connection for a point read (a statement that reads a few rows by key), shared with
+    /// other point reads running at the same time: tokio-postgres pipelines the statements of
+    /// concurrent requests on one connection, so PostgreSQL takes a batch of them per wake-up
+    /// and answers them in one write, where a connection per request costs a round trip, two
+    /// context switches and their system calls on each side for every statement (on a machine
+    /// with few cores, more than the statement itself). Each statement still runs on its own in
+    /// its own implicit transaction, so it sees everything committed before it was sent,
+    /// whichever process committed it. A lane is an ordinary connection from the pool, held for
+    /// as long as it stays open: one that closes (the database restarted, the connection was
+    /// cut) is let go, and the next read on that lane takes a fresh one.
+    ///
+    /// Scans and transactions take a connection of their own ([`Db::get`]): a long statement on
+    /// a lane would hold up every read queued behind it.
+    async fn shared(&self, context: &str) -> Result<Conn, DbError> {
+        if self.lanes.is_empty() {
+            return Ok(Arc::new(self.get(context).await?));
+        }
+        let lane = &self.lanes[self.next_lane.fetch_add(1, Ordering::Relaxed) % self.lanes.len()];
+        if let Some(c) = lane.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let fresh = Arc::new(self.get(context).await?);
+        // When another read filled the lane meanwhile, this one runs alone on the one it took.
+        let mut held = lane.lock().unwrap_or_else(|p| p.into_inner());
+        if held.as_ref().is_none_or(|c| c.is_closed()) {
+            *held = Some(fresh.clone());
+        }
+        Ok(fresh)
     }
 
     fn place(&self) -> &str {
@@ -218,9 +268,10 @@ impl PostgresStorage {
 
     /// Rate limits kept in the database, shared by every process.
     pub fn rate_limiter(&self, per_second: f64, burst: f64) -> PostgresRateLimiter {
-        PostgresRateLimiter::new(self.inner.data.pool.clone(), self.place().to_string(), per_second, burst)
+        PostgresRateLimiter::new(self.clone(), per_second, burst)
     }
 
+    /// A scan: on a connection of its own.
     async fn read<T>(
         &self,
         context: &str,
@@ -228,13 +279,29 @@ impl PostgresStorage {
         params: &[&(dyn ToSql + Sync)],
         f: impl Fn(&Row) -> T,
     ) -> Result<Vec<T>, DbError> {
+        self.read_on(On::Own, context, sql, params, f).await
+    }
+
+    /// One statement's rows, through its cached prepared statement.
+    async fn read_on<T>(
+        &self,
+        on: On,
+        context: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        f: impl Fn(&Row) -> T,
+    ) -> Result<Vec<T>, DbError> {
         let db = &self.inner.data;
-        let c = db.get(context).await?;
+        let c = match on {
+            On::Own => Arc::new(db.get(context).await?),
+            On::Lane => db.shared(context).await?,
+        };
         let stmt = c.prepare_cached(sql).await.map_err(db.err(context))?;
         let rows = c.query(&stmt, params).await.map_err(db.err(context))?;
         Ok(rows.iter().map(f).collect())
     }
 
+    /// A row by its key, on a shared lane.
     async fn read_one<T>(
         &self,
         context: &str,
@@ -242,7 +309,7 @@ impl PostgresStorage {
         params: &[&(dyn ToSql + Sync)],
         f: impl Fn(&Row) -> T,
     ) -> Result<Option<T>, DbError> {
-        Ok(self.read(context, sql, params, f).await?.into_iter().next())
+        Ok(self.read_on(On::Lane, context, sql, params, f).await?.into_iter().next())
     }
 
     async fn write(&self, context: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, DbError> {
@@ -1271,7 +1338,7 @@ impl Storage for PostgresStorage {
         Box::pin(async move {
             let db = self.keys();
             let context = "could not read a team key";
-            let c = db.get(context).await?;
+            let c = db.shared(context).await?;
             let stmt = c
                 .prepare_cached("SELECT wrapped FROM marginalia_team_keys WHERE team_id = $1")
                 .await
@@ -1485,7 +1552,8 @@ impl Storage for PostgresStorage {
             let mut threads = match &filter.ids {
                 Some(ids) => {
                     let rows = self
-                        .read(
+                        .read_on(
+                            On::Lane,
                             context,
                             &format!("{THREAD_SELECT} WHERE c.team_id = $1 AND c.id = ANY($2)"),
                             &[&team_id, ids],
@@ -1573,16 +1641,19 @@ impl Storage for PostgresStorage {
         let (team_id, review_id) = (team_id.to_owned(), review_id.to_owned());
         let number = i32::try_from(number).unwrap_or(i32::MAX);
         Box::pin(async move {
-            self.read_one(
-                "could not read a revision",
-                &format!(
-                    "SELECT {REVISION_COLUMNS}, files_sealed FROM revisions
-                     WHERE team_id = $1 AND review_id = $2 AND number = $3"
-                ),
-                &[&team_id, &review_id, &number],
-                |r| (revision_row(r), r.get(6)),
-            )
-            .await
+            // Not on a shared lane: a revision's files can be large.
+            let rows = self
+                .read(
+                    "could not read a revision",
+                    &format!(
+                        "SELECT {REVISION_COLUMNS}, files_sealed FROM revisions
+                         WHERE team_id = $1 AND review_id = $2 AND number = $3"
+                    ),
+                    &[&team_id, &review_id, &number],
+                    |r| (revision_row(r), r.get(6)),
+                )
+                .await?;
+            Ok(rows.into_iter().next())
         })
     }
 
@@ -1680,8 +1751,9 @@ impl Storage for PostgresStorage {
 
     fn stats(&self) -> DbFuture<'_, Stats> {
         Box::pin(async move {
+            // Counting scans: not on a shared lane.
             let stats = self
-                .read_one(
+                .read(
                     "could not count rows",
                     "SELECT (SELECT count(*) FROM teams), (SELECT count(*) FROM members),
                             (SELECT count(*) FROM codemarks), (SELECT count(*) FROM reviews),
@@ -1696,7 +1768,7 @@ impl Storage for PostgresStorage {
                     },
                 )
                 .await?;
-            Ok(stats.unwrap_or_default())
+            Ok(stats.into_iter().next().unwrap_or_default())
         })
     }
 

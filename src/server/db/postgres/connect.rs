@@ -287,6 +287,13 @@ pub fn pool(target: &Target, size: usize) -> Result<Pool, String> {
         .map_err(|e| format!("cannot make a connection pool: {e}"))
 }
 
+/// How many of a pool's `size` connections point reads share (`Db::shared`): two (enough for
+/// PostgreSQL to run reads on two cores while each lane carries a pipeline), fewer in a small
+/// pool, so at least three are always left for transactions and scans.
+pub fn lanes(size: usize) -> usize {
+    (size / 4).min(2)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

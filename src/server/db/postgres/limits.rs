@@ -2,35 +2,35 @@
 //! table, refilled and taken from in one `INSERT ... ON CONFLICT DO UPDATE ... RETURNING` on the
 //! database's clock, so two processes serving the same token draw from one bucket.
 //!
+//! The statement is a point write in a transaction of its own, so it runs on a shared lane
+//! (`Db::shared`), pipelined with the other requests' point reads and checks.
+//!
 //! When the database does not answer, the request is let through: the same request then needs
 //! the database for everything else and is answered 503 there.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
-
-use super::describe;
+use super::{PostgresStorage, describe};
 use crate::server::limits::{RateLimiter, Verdict};
 
 /// Buckets untouched for longer than they take to refill are deleted every this many checks.
 const SWEEP_EVERY: u64 = 10_000;
 
 pub struct PostgresRateLimiter {
-    pool: Pool,
-    place: String,
+    storage: PostgresStorage,
     rate: f64,
     burst: f64,
     checks: AtomicU64,
 }
 
 impl PostgresRateLimiter {
-    pub(super) fn new(pool: Pool, place: String, per_second: f64, burst: f64) -> PostgresRateLimiter {
-        PostgresRateLimiter { pool, place, rate: per_second, burst: burst.max(1.0), checks: AtomicU64::new(0) }
+    pub(super) fn new(storage: PostgresStorage, per_second: f64, burst: f64) -> PostgresRateLimiter {
+        PostgresRateLimiter { storage, rate: per_second, burst: burst.max(1.0), checks: AtomicU64::new(0) }
     }
 
     async fn take(&self, token_id: &str) -> Result<Result<(), Duration>, String> {
-        let c = self.pool.get().await.map_err(|e| e.to_string())?;
+        let c = self.storage.inner.data.shared("could not check a rate limit").await.map_err(|e| e.to_string())?;
         let stmt = c
             .prepare_cached(
                 "INSERT INTO rate_buckets AS b (token_id, tokens, at, granted)
@@ -73,7 +73,7 @@ impl RateLimiter for PostgresRateLimiter {
             match self.take(token_id).await {
                 Ok(verdict) => verdict,
                 Err(e) => {
-                    tracing::debug!("rate limit not checked ({}): {e}", self.place);
+                    tracing::debug!("rate limit not checked ({}): {e}", self.storage.place());
                     Ok(())
                 }
             }

@@ -209,7 +209,7 @@ fn idle_memory(codemarks: usize) {
     let rss = server.rss_kib().expect("VmRSS in /proc");
     let mib = |field| server.status_kib(field).map_or(f64::NAN, |k| k as f64 / 1024.0);
     println!(
-        "resident memory, idle, {codemarks} codemarks in the store (all placed): {:.1} MiB (target < 30 MiB); \
+        "resident memory, idle, {codemarks} codemarks in the store (all placed): {:.1} MiB (target < 30 MB); \
          of which its own {:.1} MiB (RssAnon) and {:.1} MiB mapped from files (RssFile: the executable's \
          code, shared with the page cache)",
         rss as f64 / 1024.0,

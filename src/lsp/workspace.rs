@@ -47,7 +47,9 @@ pub struct RepoState {
 /// The places again in fresh allocations, made once the pass's temporaries are freed: the
 /// places' small strings were allocated among the pass's codemarks, and each page holding one
 /// stayed resident after the rest was freed. Packed together, an idle editor keeps a few
-/// megabytes less (glibc's allocator returns only whole free pages).
+/// megabytes less (glibc's allocator returns only whole free pages). The trim first merges the
+/// freed memory into large free blocks, so the copies are carved from them side by side instead
+/// of filling the holes between the old ones.
 fn compact(places: HashMap<String, Place>) -> HashMap<String, Place> {
     super::memory::release();
     let fresh = places

@@ -104,6 +104,51 @@ fn a_codemark_follows_typing_survives_a_commit_and_a_restart() {
 }
 
 #[test]
+fn a_stored_codemark_shows_its_lens_and_thread_and_tracks_typing_inside_it() {
+    let (repo, data, u, text) = setup();
+    let add = ["codemark", "add", "--path", "src/lib.rs", "--lines", "10-12", "--kind", "question"];
+    let out = marginalia_at(
+        repo.path(),
+        data.path(),
+        &[&add[..], &["--body", "Made before the editor started", "--json"]].concat(),
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let made: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let id = made["id"].as_str().unwrap().to_owned();
+    let reply = ["codemark", "reply", &id, "--body", "A reply from the command line"];
+    let out = marginalia_at(repo.path(), data.path(), &reply);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let mut lsp = Lsp::start(repo.path(), data.path());
+    lsp.initialize(repo.path(), false, json!({}));
+    lsp.wait_for("the end of $/progress", |n| n["method"] == "$/progress" && n["params"]["value"]["kind"] == "end");
+    lsp.open(&u, 1, &text);
+    // The lens, from what the server keeps of every codemark; the hover reads the thread.
+    let lenses = lsp.request("textDocument/codeLens", json!({"textDocument": {"uri": u}})).unwrap();
+    assert_eq!(lenses.as_array().unwrap().len(), 1, "{lenses:#}");
+    assert_eq!(lenses[0]["range"]["start"]["line"], 9);
+    let title = lenses[0]["command"]["title"].as_str().unwrap();
+    assert_eq!(title, "question: Made before the editor started · 2 comments · open");
+    let hover = lsp
+        .request("textDocument/hover", json!({"textDocument": {"uri": u}, "position": {"line": 10, "character": 0}}))
+        .unwrap();
+    let thread = hover["contents"]["value"].as_str().unwrap();
+    assert!(thread.contains("Made before the editor started") && thread.contains("A reply from the command line"));
+
+    // Typed inside, the code reads differently: modified. Typed away again: intact.
+    lsp.change(&u, 2, [10, 0, 10, 0], "X");
+    let marks = lsp.codemarks(&u);
+    assert_eq!((marks[0]["anchorStatus"].as_str(), lines_of(&marks[0])), (Some("modified"), (9, 11)));
+    let lenses = lsp.request("textDocument/codeLens", json!({"textDocument": {"uri": u}})).unwrap();
+    assert!(lenses[0]["command"]["title"].as_str().unwrap().starts_with("code changed · question"), "{lenses:#}");
+    lsp.change(&u, 3, [10, 0, 10, 1], "");
+    let marks = lsp.codemarks(&u);
+    assert_eq!((marks[0]["anchorStatus"].as_str(), lines_of(&marks[0])), (Some("intact"), (9, 11)));
+    assert_eq!(marks[0]["replies"].as_array().map(Vec::len), Some(1));
+    lsp.stop();
+}
+
+#[test]
 fn changes_delivered_out_of_order_are_applied_in_version_order() {
     let (repo, data, u, text) = setup();
     let mut lsp = Lsp::start(repo.path(), data.path());

@@ -356,6 +356,7 @@ impl Backend {
             self.ensure_doc(&uri).map_err(invalid)?;
             self.place(&uri).await;
         }
+        self.load_threads(&uri).await;
         let enc = self.enc();
         let list = {
             let work = lock(&self.shared.work);

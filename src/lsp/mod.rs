@@ -216,12 +216,13 @@ impl Backend {
         let work = lock(&self.shared.work);
         let docs = lock(&self.shared.docs);
         let Some(doc) = docs.get(uri) else { return (Vec::new(), None) };
-        let marks = work.marks_of(doc.home.as_ref());
+        let marks = work.summaries_of(doc.home.as_ref());
         let diags = doc
             .placed
             .iter()
             .filter_map(|p| {
-                marks.get(p.codemark.as_str()).map(|c| views::diagnostic(c, &doc.current(p), &doc.text, enc))
+                let s = marks.get(p.codemark.as_str())?;
+                Some(views::diagnostic(&p.codemark, s, &doc.current(p), &doc.text, enc))
             })
             .collect();
         (diags, Some(doc.version))
@@ -436,6 +437,27 @@ impl Backend {
                 (Some((i, rel.to_string_lossy().replace('\\', "/"))), None)
             }
             None => (None, Some(format!("{} is not inside a git repository", path.display()))),
+        }
+    }
+
+    /// Reads the threads of a document's codemarks that are not in memory yet (lenses need only
+    /// the summaries; hovers and `marginalia/codemarks` show whole threads).
+    async fn load_threads(&self, uri: &Uri) {
+        let wanted = {
+            let docs = lock(&self.shared.docs);
+            let Some(Doc { home: Some((idx, _)), placed, .. }) = docs.get(uri) else { return };
+            (*idx, placed.iter().map(|p| p.codemark.clone()).collect::<Vec<_>>())
+        };
+        let shared = self.shared.clone();
+        let read = blocking(move || {
+            let (idx, ids) = wanted;
+            let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+            let mut work = lock(&shared.work);
+            with_store(&shared, |store| work.show(idx, &ids, store))
+        })
+        .await;
+        if let Ok(Err(e)) | Err(e) = read {
+            tracing::warn!("reading the threads of {}: {e}", uri.as_str());
         }
     }
 
@@ -736,20 +758,20 @@ impl LanguageServer for Backend {
         let work = lock(&self.shared.work);
         let docs = lock(&self.shared.docs);
         let Some(doc) = docs.get(&params.text_document.uri) else { return Ok(None) };
-        let marks = work.marks_of(doc.home.as_ref());
+        let marks = work.summaries_of(doc.home.as_ref());
         let lenses = doc
             .placed
             .iter()
             .filter_map(|p| {
-                let c = marks.get(p.codemark.as_str())?;
+                let s = marks.get(p.codemark.as_str())?;
                 let cur = doc.current(p);
                 let r = views::range(&cur, &doc.text, enc);
                 Some(lsp::CodeLens {
                     range: lsp::Range::new(r.start, r.start),
                     command: Some(lsp::Command {
-                        title: views::lens_title(c, cur.status),
+                        title: views::lens_title(s, cur.status),
                         command: commands::SHOW.to_owned(),
-                        arguments: Some(vec![json!({ "id": c.id })]),
+                        arguments: Some(vec![json!({ "id": p.codemark })]),
                     }),
                     data: None,
                 })
@@ -762,6 +784,7 @@ impl LanguageServer for Backend {
     async fn hover(&self, params: lsp::HoverParams) -> Result<Option<lsp::Hover>> {
         let pos = params.text_document_position_params;
         self.settled(&pos.text_document.uri).await;
+        self.load_threads(&pos.text_document.uri).await;
         let pull_hovers = self.pull_hovers(&pos.text_document.uri, pos.position.line).await;
         let work = lock(&self.shared.work);
         let docs = lock(&self.shared.docs);

@@ -1,6 +1,8 @@
 //! What the editor is shown: codemarks as JSON for `marginalia/codemarks`, code lens titles,
 //! hover text and diagnostics.
 
+use std::fmt::Write;
+
 use serde_json::{Value, json};
 use tower_lsp_server::ls_types as lsp;
 
@@ -9,6 +11,7 @@ use crate::codemark::{Codemark, MarkStatus, rfc3339};
 
 use super::docs::Current;
 use super::proto::{Encoding, line_range};
+use super::workspace::Summary;
 
 /// A codemark as editors read it: the stable shape of `marginalia/codemarks`.
 pub fn codemark_json(c: &Codemark, at: Option<(&Current, &Document)>, enc: Encoding) -> Value {
@@ -30,18 +33,22 @@ pub fn range(cur: &Current, doc: &Document, enc: Encoding) -> lsp::Range {
     line_range(doc, cur.start, cur.end, enc)
 }
 
+/// How many characters of a title (or a body's first line) a lens shows.
+pub const HEADLINE: usize = 60;
+
 /// "question: Why cache here? · 2 comments · open", marked when the code changed or went.
-pub fn lens_title(c: &Codemark, status: Status) -> String {
-    let n = 1 + c.replies.len();
-    let mut t = match status {
-        Status::Deleted => "code deleted · ".to_owned(),
-        Status::Modified => "code changed · ".to_owned(),
-        Status::Intact => String::new(),
-    };
-    t.push_str(c.kind.as_str());
+pub fn lens_title(s: &Summary, status: Status) -> String {
+    let n = s.comments;
+    let mut t = String::with_capacity(s.headline.len() + 48);
+    t.push_str(match status {
+        Status::Deleted => "code deleted · ",
+        Status::Modified => "code changed · ",
+        Status::Intact => "",
+    });
+    t.push_str(s.kind.as_str());
     t.push_str(": ");
-    t.push_str(&headline(c, 60));
-    t.push_str(&format!(" · {n} comment{} · {}", if n == 1 { "" } else { "s" }, c.status));
+    t.push_str(&s.headline);
+    _ = write!(t, " · {n} comment{} · {}", if n == 1 { "" } else { "s" }, s.status);
     t
 }
 
@@ -75,17 +82,17 @@ pub fn thread_markdown(c: &Codemark, status: Option<Status>) -> String {
     s
 }
 
-pub fn diagnostic(c: &Codemark, cur: &Current, doc: &Document, enc: Encoding) -> lsp::Diagnostic {
+pub fn diagnostic(id: &str, s: &Summary, cur: &Current, doc: &Document, enc: Encoding) -> lsp::Diagnostic {
     lsp::Diagnostic {
         range: range(cur, doc, enc),
-        severity: Some(if c.status == MarkStatus::Open {
+        severity: Some(if s.status == MarkStatus::Open {
             lsp::DiagnosticSeverity::INFORMATION
         } else {
             lsp::DiagnosticSeverity::HINT
         }),
-        code: Some(lsp::NumberOrString::String(c.id.clone())),
+        code: Some(lsp::NumberOrString::String(id.to_owned())),
         source: Some("marginalia".to_owned()),
-        message: lens_title(c, cur.status),
+        message: lens_title(s, cur.status),
         ..lsp::Diagnostic::default()
     }
 }

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::anchor::{Relocation, Text};
-use crate::codemark::{self, CachedLocation, Codemark, LocationCache, StoredAnchor};
+use crate::anchor::{LineRange, Relocation, Status, Text};
+use crate::codemark::{self, CachedLocation, Codemark, Kind, LocationCache, MarkStatus, StoredAnchor};
 use crate::git::{ObjectId, Repo};
 use crate::locate::Located;
 use crate::store::Store;
@@ -35,8 +35,11 @@ pub struct RepoState {
     /// Where every anchor of the repository is in the working tree, from the last pass: anchor
     /// id to its codemark and the answer. All the memory an idle repository costs.
     pub places: HashMap<String, Place>,
-    /// The codemarks shown in open documents (or just touched by a command), complete, by id.
-    /// The others stay in the store until a document that shows them opens.
+    /// What a code lens shows of every codemark of the repository, by codemark id: with the
+    /// places, a document's lenses need nothing from the store when it opens.
+    pub summaries: HashMap<String, Summary>,
+    /// Complete codemarks (threads), by id: those a hover or `marginalia/codemarks` asked for in
+    /// an open document, or a command just touched. The others stay in the store until then.
     pub shown: HashMap<String, Codemark>,
     /// HEAD when the last pass ran, to notice commits, checkouts and pulls.
     pub head: Option<ObjectId>,
@@ -50,7 +53,10 @@ pub struct RepoState {
 /// megabytes less (glibc's allocator returns only whole free pages). The trim first merges the
 /// freed memory into large free blocks, so the copies are carved from them side by side instead
 /// of filling the holes between the old ones.
-fn compact(places: HashMap<String, Place>) -> HashMap<String, Place> {
+fn compact(
+    places: HashMap<String, Place>,
+    summaries: HashMap<String, Summary>,
+) -> (HashMap<String, Place>, HashMap<String, Summary>) {
     super::memory::release();
     let fresh = places
         .iter()
@@ -63,7 +69,33 @@ fn compact(places: HashMap<String, Place>) -> HashMap<String, Place> {
         })
         .collect();
     drop(places);
-    fresh
+    let summaries = summaries
+        .iter()
+        .map(|(id, s)| (id.as_str().to_owned(), Summary { headline: Box::from(&*s.headline), ..*s }))
+        .collect();
+    (fresh, summaries)
+}
+
+/// What a code lens or a diagnostic shows of a codemark.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub kind: Kind,
+    pub status: MarkStatus,
+    /// The codemark's body and its replies.
+    pub comments: u32,
+    /// The title, else the body's first line, cut short.
+    pub headline: Box<str>,
+}
+
+impl Summary {
+    pub fn of(c: &Codemark) -> Summary {
+        Summary {
+            kind: c.kind,
+            status: c.status,
+            comments: u32::try_from(1 + c.replies.len()).unwrap_or(u32::MAX),
+            headline: super::views::headline(c, super::views::HEADLINE).into_boxed_str(),
+        }
+    }
 }
 
 /// Where one anchor is in the working tree.
@@ -110,6 +142,7 @@ impl Workspace {
             key,
             repo,
             places: HashMap::new(),
+            summaries: HashMap::new(),
             shown: HashMap::new(),
             head: None,
             gone: false,
@@ -183,8 +216,10 @@ impl Workspace {
         let tick = || _ = pass.done.fetch_add(1, Ordering::Relaxed);
         let mut found = codemark::locate_in_worktree(&rs.repo, &anchors, store, &tick);
         let mut places = HashMap::with_capacity(found.len());
+        let mut summaries = HashMap::with_capacity(marks.len());
         let mut shown = HashMap::with_capacity(rs.shown.len());
         for c in marks {
+            summaries.insert(c.id.clone(), Summary::of(&c));
             for a in &c.anchors {
                 if let Some(located) = found.remove(&a.id) {
                     places.insert(a.id.clone(), Place { codemark: c.id.clone(), located });
@@ -195,7 +230,7 @@ impl Workspace {
             }
         }
         drop(found);
-        rs.places = compact(places);
+        (rs.places, rs.summaries) = compact(places, summaries);
         rs.shown = shown;
         // The pass read every file with a codemark; an idle editor should not keep them all.
         if let Ok(fresh) = Repo::open(&rs.root) {
@@ -211,10 +246,11 @@ impl Workspace {
         let mut touched = Vec::new();
         let gone: HashSet<&str> = ids.iter().map(String::as_str).collect();
         for (i, rs) in self.repos.iter_mut().enumerate() {
-            let before = rs.places.len() + rs.shown.len();
+            let before = rs.places.len() + rs.summaries.len() + rs.shown.len();
             rs.places.retain(|_, p| !gone.contains(p.codemark.as_str()));
+            rs.summaries.retain(|id, _| !gone.contains(id.as_str()));
             rs.shown.retain(|id, _| !gone.contains(id.as_str()));
-            if rs.places.len() + rs.shown.len() != before {
+            if rs.places.len() + rs.summaries.len() + rs.shown.len() != before {
                 touched.push(i);
             }
         }
@@ -228,6 +264,7 @@ impl Workspace {
             for (anchor, located) in codemark::locate_in_worktree(&repo, &anchors, store, &|| {}) {
                 rs.places.insert(anchor, Place { codemark: c.id.clone(), located });
             }
+            rs.summaries.insert(c.id.clone(), Summary::of(&c));
             if !touched.contains(&i) {
                 touched.push(i);
             }
@@ -240,11 +277,13 @@ impl Workspace {
         match fresh {
             Some(c) => {
                 if let Some(rs) = self.repos.iter_mut().find(|rs| rs.key == c.repo) {
+                    rs.summaries.insert(c.id.clone(), Summary::of(&c));
                     rs.shown.insert(c.id.clone(), c);
                 }
             }
             None => {
                 for rs in &mut self.repos {
+                    rs.summaries.remove(id);
                     rs.shown.remove(id);
                     rs.places.retain(|_, p| p.codemark != id);
                 }
@@ -258,6 +297,7 @@ impl Workspace {
         for a in &c.anchors {
             rs.places.insert(a.id.clone(), Place { codemark: c.id.clone(), located: Located::Found(here.clone()) });
         }
+        rs.summaries.insert(c.id.clone(), Summary::of(&c));
         rs.shown.insert(c.id.clone(), c);
     }
 
@@ -268,7 +308,25 @@ impl Workspace {
         }
     }
 
-    /// The codemarks a document can show, by id.
+    /// What the lenses of a document's codemarks show, by codemark id.
+    pub fn summaries_of(&self, home: Option<&(usize, String)>) -> &HashMap<String, Summary> {
+        static NONE: std::sync::LazyLock<HashMap<String, Summary>> = std::sync::LazyLock::new(HashMap::new);
+        home.and_then(|(i, _)| self.repos.get(*i)).map_or(&NONE, |rs| &rs.summaries)
+    }
+
+    /// Reads the complete codemarks with these ids that are not in memory yet, to be shown.
+    pub fn show(&mut self, idx: usize, ids: &[&str], store: &Store) -> Result<(), String> {
+        let Some(rs) = self.repos.get_mut(idx) else { return Ok(()) };
+        let mut missing: Vec<&str> = ids.iter().copied().filter(|id| !rs.shown.contains_key(*id)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        for c in store.get_many(&missing).map_err(|e| e.to_string())? {
+            rs.shown.insert(c.id.clone(), c);
+        }
+        Ok(())
+    }
+
+    /// The complete codemarks in memory for a document, by id (see [`Workspace::show`]).
     pub fn marks_of(&self, home: Option<&(usize, String)>) -> &HashMap<String, Codemark> {
         static NONE: std::sync::LazyLock<HashMap<String, Codemark>> = std::sync::LazyLock::new(HashMap::new);
         home.and_then(|(i, _)| self.repos.get(*i)).map_or(&NONE, |rs| &rs.shown)
@@ -285,7 +343,8 @@ impl Workspace {
     }
 
     /// Where the anchors that belong in `path` are in `text` (an editor buffer of that file).
-    /// Their codemarks are read from the store and kept as shown.
+    /// When the buffer is the file on disk (the usual case on open), the pass's answers hold and
+    /// nothing is read from the store; otherwise the codemarks are read and kept as shown.
     pub fn place(&mut self, idx: usize, path: &str, text: &str, store: &Store) -> Result<Vec<Found>, String> {
         let rs = &mut self.repos[idx];
         let here: HashMap<&str, &Relocation> = rs
@@ -298,6 +357,21 @@ impl Workspace {
             .collect();
         if here.is_empty() {
             return Ok(Vec::new());
+        }
+        // A byte comparison, cheaper than hashing both.
+        if std::fs::read(rs.root.join(path)).is_ok_and(|disk| disk == text.as_bytes()) {
+            let lines = LineStarts::of(text);
+            let mut found: Vec<Found> = here
+                .into_iter()
+                .filter_map(|(anchor, rel)| {
+                    let codemark = rs.places.get(anchor)?.codemark.clone();
+                    // An intact anchor's lines read in the buffer as they were anchored.
+                    let text = (rel.status == Status::Intact).then(|| lines.slice(text, rel.lines)).flatten();
+                    Some((codemark, anchor.to_owned(), rel.clone(), text.map(str::to_owned)))
+                })
+                .collect();
+            found.sort_unstable_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+            return Ok(found);
         }
         let mut ids: Vec<&str> = here.keys().filter_map(|a| rs.places.get(*a)).map(|p| p.codemark.as_str()).collect();
         ids.sort_unstable();
@@ -314,11 +388,6 @@ impl Workspace {
             .collect();
         let out =
             |c: &Codemark, a: &StoredAnchor, rel: Relocation| (c.id.clone(), a.id.clone(), rel, a.anchor.text.clone());
-        // The buffer is the file on disk (the usual case on open): the pass's answers hold. A
-        // byte comparison, cheaper than hashing both.
-        if std::fs::read(rs.root.join(path)).is_ok_and(|disk| disk == text.as_bytes()) {
-            return Ok(here.into_iter().map(|(c, a, rel)| out(c, a, rel.clone())).collect());
-        }
         let blob = ObjectId::of_blob(text.as_bytes());
         // The buffer differs from the file: remembered answers for this content, else the engine.
         let cache: &dyn LocationCache = store;
@@ -351,5 +420,46 @@ impl Workspace {
             }
         }
         Ok(found)
+    }
+}
+
+/// Where each line of a text starts, to cut whole lines out of it.
+struct LineStarts(Vec<usize>);
+
+impl LineStarts {
+    fn of(text: &str) -> LineStarts {
+        LineStarts(std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect())
+    }
+
+    /// Lines `lines` (1-based, inclusive) joined by their line breaks, without the last one;
+    /// `None` past the end.
+    fn slice<'t>(&self, text: &'t str, lines: LineRange) -> Option<&'t str> {
+        let start = *self.0.get(lines.start as usize - 1)?;
+        let end = match self.0.get(lines.end as usize) {
+            Some(&next) => next - 1,
+            None if (lines.end as usize) <= self.0.len() => text.len(),
+            None => return None,
+        };
+        (start <= end).then(|| &text[start..end])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_lines_are_cut_without_their_last_break() {
+        let text = "one\ntwo\r\nthree";
+        let lines = LineStarts::of(text);
+        assert_eq!(lines.slice(text, LineRange::new(1, 1)), Some("one"));
+        assert_eq!(lines.slice(text, LineRange::new(1, 2)), Some("one\ntwo\r"));
+        assert_eq!(lines.slice(text, LineRange::new(3, 3)), Some("three"));
+        assert_eq!(lines.slice(text, LineRange::new(3, 4)), None, "past the end");
+        let ended = "one\ntwo\n";
+        let lines = LineStarts::of(ended);
+        assert_eq!(lines.slice(ended, LineRange::new(2, 2)), Some("two"));
+        assert_eq!(lines.slice(ended, LineRange::new(3, 3)), Some(""), "the empty line after the last break");
+        assert_eq!(lines.slice(ended, LineRange::new(4, 4)), None);
     }
 }

@@ -456,8 +456,11 @@ impl Backend {
             with_store(&shared, |store| work.show(idx, &ids, store))
         })
         .await;
-        if let Ok(Err(e)) | Err(e) = read {
-            tracing::warn!("reading the threads of {}: {e}", uri.as_str());
+        match read {
+            // What the read freed goes back at the next idle moment, as after a pass.
+            Ok(Ok(n)) if n > 0 => self.shared.trim_due.store(true, Ordering::Relaxed),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) | Err(e) => tracing::warn!("reading the threads of {}: {e}", uri.as_str()),
         }
     }
 

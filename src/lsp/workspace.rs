@@ -314,16 +314,19 @@ impl Workspace {
         home.and_then(|(i, _)| self.repos.get(*i)).map_or(&NONE, |rs| &rs.summaries)
     }
 
-    /// Reads the complete codemarks with these ids that are not in memory yet, to be shown.
-    pub fn show(&mut self, idx: usize, ids: &[&str], store: &Store) -> Result<(), String> {
-        let Some(rs) = self.repos.get_mut(idx) else { return Ok(()) };
+    /// Reads the complete codemarks with these ids that are not in memory yet, to be shown;
+    /// answers how many it read.
+    pub fn show(&mut self, idx: usize, ids: &[&str], store: &Store) -> Result<usize, String> {
+        let Some(rs) = self.repos.get_mut(idx) else { return Ok(0) };
         let mut missing: Vec<&str> = ids.iter().copied().filter(|id| !rs.shown.contains_key(*id)).collect();
         missing.sort_unstable();
         missing.dedup();
-        for c in store.get_many(&missing).map_err(|e| e.to_string())? {
+        let read = store.get_many(&missing).map_err(|e| e.to_string())?;
+        let n = read.len();
+        for c in read {
             rs.shown.insert(c.id.clone(), c);
         }
-        Ok(())
+        Ok(n)
     }
 
     /// The complete codemarks in memory for a document, by id (see [`Workspace::show`]).

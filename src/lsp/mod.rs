@@ -4,7 +4,8 @@
 //! coordinates are converted in [`proto`] and nowhere else.
 //!
 //! - [`docs`]: open documents, edits applied strictly in version order, anchors tracked live.
-//! - [`workspace`]: the repositories, their codemarks and where anchors are in the working tree.
+//! - [`workspace`]: the repositories, where their anchors are in the working tree, what each
+//!   codemark's lens shows, and the threads shown in open documents.
 //! - [`views`]: what editors are shown (the JSON of `marginalia/codemarks`, lenses, hovers).
 //! - [`commands`]: `workspace/executeCommand` and the custom requests.
 //! - `reviews`: feedback requests: asking, listing, opening as `marginalia-review:` virtual

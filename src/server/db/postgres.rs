@@ -21,6 +21,7 @@
 //! - A database that cannot be reached is [`DbError::Unavailable`] (answered 503); the pool
 //!   makes new connections when it comes back.
 
+mod coalesce;
 mod connect;
 mod follow;
 mod limits;
@@ -84,7 +85,12 @@ struct Inner {
     /// Batches waiting to be committed: whoever gets the write turn commits all of them.
     pending: std::sync::Mutex<Vec<Pending>>,
     write_turn: Arc<tokio::sync::Semaphore>,
+    /// Reads of one codemark's thread by (team, id), gathered (see [`coalesce`]).
+    threads_by_id: coalesce::Coalesced<(String, String), Thread>,
 }
+
+/// Gathered reads of one kind in flight at once, per process (see [`coalesce`]).
+const READ_TURNS: usize = 2;
 
 /// One database and its pool.
 struct Db {
@@ -231,10 +237,11 @@ impl PostgresStorage {
         drop(c);
         Ok(PostgresStorage {
             inner: Arc::new(Inner {
-                data,
                 keys,
                 pending: std::sync::Mutex::default(),
                 write_turn: Arc::new(tokio::sync::Semaphore::new(1)),
+                threads_by_id: coalesce::Coalesced::new(READ_TURNS, data.place()),
+                data,
             }),
         })
     }
@@ -1265,6 +1272,23 @@ fn audit_row(r: &Row) -> audit::Entry {
 }
 
 /// Puts rows read by `ids` in the order the ids were given, as SQLite's reads return them.
+impl PostgresStorage {
+    /// The threads of these (team, codemark id) pairs that exist, each with its pair.
+    async fn threads_by_key(&self, keys: Vec<(String, String)>) -> Result<Vec<((String, String), Thread)>, DbError> {
+        let (teams, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+        let rows = self
+            .read_on(
+                On::Lane,
+                "could not read codemarks",
+                &format!("{THREAD_SELECT} WHERE (c.team_id, c.id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"),
+                &[&teams, &ids],
+                thread_row,
+            )
+            .await?;
+        Ok(rows.into_iter().map(|t| ((t.codemark.team_id.clone(), t.codemark.id.clone()), t)).collect())
+    }
+}
+
 fn in_order<T>(ids: &[String], mut rows: Vec<T>, id_of: impl Fn(&T) -> &str) -> Vec<T> {
     let mut out = Vec::with_capacity(rows.len());
     for id in ids {
@@ -1550,6 +1574,14 @@ impl Storage for PostgresStorage {
         Box::pin(async move {
             let context = "could not read codemarks";
             let mut threads = match &filter.ids {
+                // One codemark by id (what a client reads most): gathered with the others
+                // being read at the same moment into one statement.
+                Some(ids) if ids.len() == 1 => {
+                    let storage = self.clone();
+                    let key = (team_id.clone(), ids[0].clone());
+                    let read = move |keys| async move { storage.threads_by_key(keys).await };
+                    self.inner.threads_by_id.get(key, read).await?.into_iter().collect()
+                }
                 Some(ids) => {
                     let rows = self
                         .read_on(

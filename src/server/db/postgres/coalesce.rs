@@ -1,0 +1,178 @@
+//! Point reads gathered into one statement: while `turns` reads of one kind are in flight, the
+//! requests that arrive wait, and whoever gets the next turn reads all of theirs at once (the
+//! read side of group commit). Alone, a read goes at once; under load, dozens share one round
+//! trip and one statement's fixed cost in the database. Each statement starts after every
+//! request it answers arrived, so a read still sees every write acknowledged before it.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{Semaphore, oneshot};
+
+use crate::server::db::DbError;
+
+type Answer<V> = oneshot::Sender<Result<Option<V>, DbError>>;
+
+pub struct Coalesced<K, V> {
+    waiting: Mutex<Vec<(K, Answer<V>)>>,
+    turns: Arc<Semaphore>,
+    /// The database, without its password, for errors.
+    place: String,
+}
+
+impl<K, V> Coalesced<K, V>
+where
+    K: Clone + Eq + Hash + Send + 'static,
+    V: Clone + Send + 'static,
+{
+    /// At most `turns` statements of this kind at once, on the database at `place`.
+    pub fn new(turns: usize, place: &str) -> Coalesced<K, V> {
+        Coalesced { waiting: Mutex::default(), turns: Arc::new(Semaphore::new(turns.max(1))), place: place.to_owned() }
+    }
+
+    /// The value of `key`, `None` when there is none. `read` gets every waiting key (each
+    /// once) and answers the found ones with their values.
+    pub async fn get<F, Fut>(&self, key: K, read: F) -> Result<Option<V>, DbError>
+    where
+        F: FnOnce(Vec<K>) -> Fut,
+        Fut: Future<Output = Result<Vec<(K, V)>, DbError>> + Send + 'static,
+    {
+        let (answer, mut outcome) = oneshot::channel();
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).push((key, answer));
+        let lost = |why: &str| DbError::Backend {
+            path: self.place.clone().into(),
+            context: "could not read".into(),
+            cause: why.to_owned(),
+        };
+        let turn = self.turns.clone().acquire_owned().await.map_err(|e| lost(&e.to_string()))?;
+        // The reads before ours may have taken ours with them.
+        match outcome.try_recv() {
+            Ok(result) => return result,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return Err(lost("the read it went with ended without an answer"));
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let group = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut keys: Vec<K> = Vec::with_capacity(group.len());
+        for (k, _) in &group {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+        // On a task of its own: a request that goes away (its client hung up) must not leave
+        // the others it took along without an answer.
+        let statement = read(keys);
+        let place = self.place.clone();
+        tokio::spawn(async move {
+            match statement.await {
+                Ok(found) => {
+                    let found: HashMap<K, V> = found.into_iter().collect();
+                    for (k, answer) in group {
+                        let _ = answer.send(Ok(found.get(&k).cloned()));
+                    }
+                }
+                Err(e) => {
+                    for (_, answer) in group {
+                        let _ = answer.send(Err(copy(&e, &place)));
+                    }
+                }
+            }
+            drop(turn);
+        });
+        outcome.await.map_err(|e| lost(&e.to_string()))?
+    }
+}
+
+/// The same failure again, for each request that shared the statement.
+fn copy(e: &DbError, place: &str) -> DbError {
+    match e {
+        DbError::Unavailable { place, context, cause } => {
+            DbError::Unavailable { place: place.clone(), context: context.clone(), cause: cause.clone() }
+        }
+        DbError::Backend { path, context, cause } => {
+            DbError::Backend { path: path.clone(), context: context.clone(), cause: cause.clone() }
+        }
+        other => DbError::Backend { path: place.into(), context: "could not read".into(), cause: other.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_arriving_together_share_statements_and_each_gets_its_own_answer() {
+        let gathered = Arc::new(Coalesced::<u32, String>::new(1, "test"));
+        let statements = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..64u32)
+            .map(|i| {
+                let (gathered, statements) = (gathered.clone(), statements.clone());
+                tokio::spawn(async move {
+                    let read = move |keys: Vec<u32>| {
+                        statements.fetch_add(1, Ordering::Relaxed);
+                        async move {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                            // Odd keys exist; even ones do not.
+                            Ok(keys.into_iter().filter(|k| k % 2 == 1).map(|k| (k, format!("value {k}"))).collect())
+                        }
+                    };
+                    // Two requests for each key: both are answered.
+                    (i, gathered.get(i / 2, read).await.unwrap())
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (i, got) = t.await.unwrap();
+            let key = i / 2;
+            assert_eq!(got, (key % 2 == 1).then(|| format!("value {key}")), "request {i}");
+        }
+        let n = statements.load(Ordering::Relaxed);
+        assert!((1..64).contains(&n), "{n} statements for 64 reads");
+    }
+
+    #[tokio::test]
+    async fn a_failed_statement_fails_every_read_it_carried() {
+        let gathered = Arc::new(Coalesced::<u32, u32>::new(1, "test"));
+        let started = Arc::new(tokio::sync::Notify::new());
+        let release = Arc::new(tokio::sync::Notify::new());
+        // The first read holds the only turn until released; three more wait meanwhile and go
+        // together in the next statement, which fails.
+        let first = {
+            let (gathered, started, release) = (gathered.clone(), started.clone(), release.clone());
+            tokio::spawn(async move {
+                gathered
+                    .get(0, move |_| async move {
+                        started.notify_one();
+                        release.notified().await;
+                        Ok(vec![(0, 0)])
+                    })
+                    .await
+            })
+        };
+        started.notified().await;
+        let failing = |_: Vec<u32>| async {
+            Err(DbError::Unavailable { place: "db".into(), context: "reading".into(), cause: "gone".into() })
+        };
+        let others: Vec<_> = (1..4u32)
+            .map(|k| {
+                let gathered = gathered.clone();
+                tokio::spawn(async move { gathered.get(k, failing).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        release.notify_one();
+        assert_eq!(first.await.unwrap().unwrap(), Some(0));
+        for o in others {
+            match o.await.unwrap() {
+                Err(DbError::Unavailable { cause, .. }) => assert_eq!(cause, "gone"),
+                other => panic!("expected the statement's failure, got {other:?}"),
+            }
+        }
+    }
+}

@@ -3,24 +3,28 @@
 //!
 //! - Connections come from a pool (`connect`): a read is one statement (a codemark's replies and
 //!   a review's reviewers and revisions come aggregated into its row, so one snapshot shows them
-//!   all), a [`Batch`] is one transaction. Point reads (a row by its key: the token of every
-//!   request, a codemark, a team key) and rate-limit checks share two connections on which
-//!   concurrent requests' statements are pipelined (`Db::shared`); scans and transactions take a
-//!   connection each.
+//!   all), a [`Batch`] is one transaction. Point reads (a row by its key: a token, a codemark, a
+//!   team key) and rate-limit checks share two connections on which concurrent requests'
+//!   statements are pipelined (`Db::shared`); scans and transactions take a connection each.
+//! - Tokens found valid are kept in memory (`auth_cache`) while `follow` listens: most requests
+//!   are authenticated without a statement. A batch that revokes a token, changes a role,
+//!   removes a member or deletes a team drops the team's entries here before it is answered, and
+//!   in the other processes through its `NOTIFY`.
 //! - Nothing assumes one process: uniqueness (ids, idempotency keys, invites) is the database's
 //!   constraints; the last-admin rule, a review's revision numbers and its deletion lock the rows
 //!   they read; the audit chain is appended under a transaction-level advisory lock; event
 //!   sequence numbers come from a per-team counter row taken last and held to the commit, so a
 //!   team's events become visible in order (see `schema.rs`). A transaction that deadlocks with
 //!   another is run again.
-//! - Each batch that writes events, revokes a token, removes a member or deletes a team sends a
-//!   `NOTIFY` in its own transaction; `follow` turns them into wake-ups of this process's event
-//!   streams. Rate-limit buckets are rows (`limits`).
+//! - Each batch that writes events, revokes a token, changes a role, removes a member or deletes
+//!   a team sends a `NOTIFY` in its own transaction; `follow` turns them into wake-ups of this
+//!   process's event streams (and drops cached tokens). Rate-limit buckets are rows (`limits`).
 //! - Wrapped team keys are in `marginalia_team_keys`, in the data's database or in another one
 //!   (`--keys-database`), so data backups can leave them out.
 //! - A database that cannot be reached is [`DbError::Unavailable`] (answered 503); the pool
 //!   makes new connections when it comes back.
 
+mod auth_cache;
 mod connect;
 mod follow;
 mod limits;
@@ -39,6 +43,7 @@ use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
+use self::auth_cache::AuthCache;
 use super::{
     AuthRow, Batch, CodemarkRow, Committed, DbError, DbFuture, EventRow, IdempotencyRow, InviteRow, MemberRow,
     ReplyRow, RepoRow, ReviewFilter, ReviewRecord, ReviewRow, ReviewerRow, RevisionDraft, RevisionRow, Stats, Storage,
@@ -84,6 +89,8 @@ struct Inner {
     /// Batches waiting to be committed: whoever gets the write turn commits all of them.
     pending: std::sync::Mutex<Vec<Pending>>,
     write_turn: Arc<tokio::sync::Semaphore>,
+    /// Tokens found valid lately, trusted while `follow` listens.
+    auth: Arc<AuthCache>,
 }
 
 /// One database and its pool.
@@ -235,6 +242,7 @@ impl PostgresStorage {
                 keys,
                 pending: std::sync::Mutex::default(),
                 write_turn: Arc::new(tokio::sync::Semaphore::new(1)),
+                auth: Arc::default(),
             }),
         })
     }
@@ -261,9 +269,11 @@ impl PostgresStorage {
     /// Feeds `notifier` with what other processes (and this one) commit, until it is dropped:
     /// a dedicated connection LISTENs, reconnecting when it is lost (and then waking every
     /// listener, since news may have been missed), and every few seconds the teams' counters are
-    /// read in case a notification was missed anyway.
+    /// read in case a notification was missed anyway. While it listens, tokens are
+    /// authenticated from memory (see `auth_cache`); without it, always from the database.
     pub fn follow(&self, notifier: &Arc<LocalNotifier>) {
-        tokio::spawn(follow::run(self.inner.data.target.clone(), Arc::downgrade(notifier)));
+        let inner = &self.inner;
+        tokio::spawn(follow::run(inner.data.target.clone(), Arc::downgrade(notifier), inner.auth.clone()));
     }
 
     /// Rate limits kept in the database, shared by every process.
@@ -449,6 +459,46 @@ impl PostgresStorage {
             let _ = done.send(self.commit_alone(&batch).await);
         }
     }
+
+    /// Queues `batch` for the next group commit, or commits the group when its turn comes.
+    async fn commit_queued(&self, batch: Batch) -> Result<Committed, DbError> {
+        let inner = &self.inner;
+        let (done, mut outcome) = tokio::sync::oneshot::channel();
+        inner.pending.lock().unwrap_or_else(|p| p.into_inner()).push((batch, done));
+        let lost = |e: &dyn std::fmt::Display| DbError::Backend {
+            path: self.place().into(),
+            context: COMMIT_CONTEXT.into(),
+            cause: e.to_string(),
+        };
+        let turn = inner.write_turn.clone().acquire_owned().await.map_err(|e| lost(&e))?;
+        // The group before ours may have taken ours with it.
+        match outcome.try_recv() {
+            Ok(result) => return result,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                return Err(lost(&"the group it went with ended without an answer"));
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+        }
+        let jobs = std::mem::take(&mut *inner.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        // On a task of its own: a request that goes away (its client hung up) must not
+        // abandon the others' group half way.
+        let storage = self.clone();
+        tokio::spawn(async move {
+            // Each request drops its own batch's cached tokens once told, but one that went
+            // away is told nothing: dropped here too.
+            let teams = auth_changes(jobs.iter().map(|(batch, _)| batch));
+            storage.commit_group(jobs).await;
+            storage.forget_auth(&teams);
+            drop(turn);
+        });
+        outcome.await.map_err(|e| lost(&e))?
+    }
+
+    fn forget_auth(&self, teams: &[String]) {
+        for team in teams {
+            self.inner.auth.forget_team(team);
+        }
+    }
 }
 
 const COMMIT_CONTEXT: &str = "could not save a change";
@@ -596,6 +646,19 @@ async fn write_events(
         exec(tx, "SELECT pg_notify('marginalia', s) FROM unnest($1::text[]) AS s", &[&signals]).await?;
     }
     Ok(seqs)
+}
+
+/// The teams whose tokens' answers the batches' writes can change (those writes also NOTIFY `p`
+/// or `c`, for the other processes).
+fn auth_changes<'a>(batches: impl Iterator<Item = &'a Batch>) -> Vec<String> {
+    let team = |w: &'a Write| match w {
+        Write::SetRole { team_id, .. }
+        | Write::DeleteMember { team_id, .. }
+        | Write::RevokeToken { team_id, .. }
+        | Write::DeleteTeam { team_id } => Some(team_id.clone()),
+        _ => None,
+    };
+    batches.flat_map(|b| b.writes.iter().filter_map(team)).collect()
 }
 
 /// Locks the team's row so that changes to its members' roles are made one after the other
@@ -1278,32 +1341,12 @@ fn in_order<T>(ids: &[String], mut rows: Vec<T>, id_of: impl Fn(&T) -> &str) -> 
 impl Storage for PostgresStorage {
     fn commit(&self, batch: Batch) -> DbFuture<'_, Committed> {
         Box::pin(async move {
-            let inner = &self.inner;
-            let (done, mut outcome) = tokio::sync::oneshot::channel();
-            inner.pending.lock().unwrap_or_else(|p| p.into_inner()).push((batch, done));
-            let lost = |e: &dyn std::fmt::Display| DbError::Backend {
-                path: self.place().into(),
-                context: COMMIT_CONTEXT.into(),
-                cause: e.to_string(),
-            };
-            let turn = inner.write_turn.clone().acquire_owned().await.map_err(|e| lost(&e))?;
-            // The group before ours may have taken ours with it.
-            match outcome.try_recv() {
-                Ok(result) => return result,
-                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                    return Err(lost(&"the group it went with ended without an answer"));
-                }
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
-            }
-            let jobs = std::mem::take(&mut *inner.pending.lock().unwrap_or_else(|p| p.into_inner()));
-            // On a task of its own: a request that goes away (its client hung up) must not
-            // abandon the others' group half way.
-            let storage = self.clone();
-            tokio::spawn(async move {
-                storage.commit_group(jobs).await;
-                drop(turn);
-            });
-            outcome.await.map_err(|e| lost(&e))?
+            // Dropped here whatever the outcome (a lost connection leaves it unknown), before
+            // the request is answered; other processes drop theirs on the batch's NOTIFY.
+            let teams = auth_changes(std::iter::once(&batch));
+            let outcome = self.commit_queued(batch).await;
+            self.forget_auth(&teams);
+            outcome
         })
     }
 
@@ -1438,22 +1481,38 @@ impl Storage for PostgresStorage {
     fn auth(&self, token_hash: &[u8]) -> DbFuture<'_, Option<AuthRow>> {
         let hash = token_hash.to_vec();
         Box::pin(async move {
-            self.read_one(
-                "could not look a token up",
-                &format!(
-                    "SELECT {TOKEN_COLUMNS}, m.role, m.name_sealed FROM tokens t
-                     LEFT JOIN members m ON m.team_id = t.team_id AND m.id = t.member_id WHERE t.hash = $1"
-                ),
-                &[&hash],
-                |r| AuthRow { token: token_row(r), role: r.get::<_, Option<&str>>(8).map(role), name_sealed: r.get(9) },
-            )
-            .await
+            let ticket = match self.inner.auth.get(&hash) {
+                Ok(known) => return Ok(Some(known)),
+                Err(ticket) => ticket,
+            };
+            let row = self
+                .read_one(
+                    "could not look a token up",
+                    &format!(
+                        "SELECT {TOKEN_COLUMNS}, m.role, m.name_sealed FROM tokens t
+                         LEFT JOIN members m ON m.team_id = t.team_id AND m.id = t.member_id WHERE t.hash = $1"
+                    ),
+                    &[&hash],
+                    |r| AuthRow {
+                        token: token_row(r),
+                        role: r.get::<_, Option<&str>>(8).map(role),
+                        name_sealed: r.get(9),
+                    },
+                )
+                .await?;
+            if let Some(row) = &row {
+                self.inner.auth.keep(ticket, &hash, row);
+            }
+            Ok(row)
         })
     }
 
     fn touch_token(&self, token_id: &str, now: i64) -> DbFuture<'_, ()> {
         let token_id = token_id.to_owned();
         Box::pin(async move {
+            // Recorded in the cached answer too, even when the write fails: the next requests
+            // need not try again at once.
+            self.inner.auth.touched(&token_id, now);
             self.write(
                 "could not record a token's use",
                 "UPDATE tokens SET last_used = $2 WHERE id = $1",

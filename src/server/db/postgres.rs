@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use deadpool_postgres::{Object, Pool, Transaction};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{FromSql, ToSql, Type};
 
 use self::auth_cache::AuthCache;
 use super::{
@@ -1149,47 +1149,60 @@ fn repo_row(r: &Row) -> RepoRow {
 }
 
 /// A codemark with its repository key, its author's name and its replies (oldest first, each
-/// with its author's name), in one row.
-const THREAD_SELECT: &str = "SELECT c.team_id, c.id, c.repo_id, c.kind, c.status, c.author_id, c.title_sealed,
-        c.body_sealed, c.anchors_sealed, c.created, c.updated, r.key_sealed, m.name_sealed, c.review_id,
-        c.review_sealed, p.ids, p.authors, p.bodies, p.times, p.names
-    FROM codemarks c
-    JOIN repos r ON r.team_id = c.team_id AND r.id = c.repo_id
-    LEFT JOIN members m ON m.team_id = c.team_id AND m.id = c.author_id
-    LEFT JOIN LATERAL (
-        SELECT array_agg(p.id ORDER BY p.created, p.id) AS ids,
-               array_agg(p.author_id ORDER BY p.created, p.id) AS authors,
-               array_agg(p.body_sealed ORDER BY p.created, p.id) AS bodies,
-               array_agg(p.created ORDER BY p.created, p.id) AS times,
-               array_agg(pm.name_sealed ORDER BY p.created, p.id) AS names
-        FROM replies p LEFT JOIN members pm ON pm.team_id = p.team_id AND pm.id = p.author_id
-        WHERE p.team_id = c.team_id AND p.codemark_id = c.id
-    ) p ON true";
+/// with its author's name), in one row: [`THREAD_BY_ID`] and [`THREAD_SCAN`] differ in how they
+/// find the key and the names, not in what they return. The replies come as one array of
+/// records: one ordered aggregate is one sort, where an array per column sorted the same rows
+/// once per column (PostgreSQL before 16 does not share the sort between aggregates).
+const THREAD_COLUMNS: &str = "c.team_id, c.id, c.repo_id, c.kind, c.status, c.author_id, c.title_sealed,
+        c.body_sealed, c.anchors_sealed, c.created, c.updated";
+const THREAD_REPLIES: &str = "c.review_id, c.review_sealed,
+        (SELECT array_agg((p.id, p.author_id, p.body_sealed, p.created,
+                           (SELECT pm.name_sealed FROM members pm WHERE pm.team_id = p.team_id AND pm.id = p.author_id))
+                          ORDER BY p.created, p.id)
+         FROM replies p WHERE p.team_id = c.team_id AND p.codemark_id = c.id)";
+
+/// Codemarks by id (followed by `WHERE`): the key and the author's name are looked up by their
+/// primary keys for each codemark. Joins would do the same work, but on a small team (a page of
+/// members) the planner hashes every member to find one, which made a codemark read cost half
+/// again as much.
+static THREAD_BY_ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {THREAD_COLUMNS},
+            (SELECT r.key_sealed FROM repos r WHERE r.team_id = c.team_id AND r.id = c.repo_id),
+            (SELECT m.name_sealed FROM members m WHERE m.team_id = c.team_id AND m.id = c.author_id),
+            {THREAD_REPLIES}
+         FROM codemarks c"
+    )
+});
+
+/// Many codemarks (followed by `WHERE`): joined with the repositories and members, which the
+/// planner may hash once for all of them.
+static THREAD_SCAN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {THREAD_COLUMNS}, r.key_sealed, m.name_sealed, {THREAD_REPLIES}
+         FROM codemarks c
+         JOIN repos r ON r.team_id = c.team_id AND r.id = c.repo_id
+         LEFT JOIN members m ON m.team_id = c.team_id AND m.id = c.author_id"
+    )
+});
 
 fn thread_row(r: &Row) -> Thread {
     let team_id: String = r.get(0);
     let id: String = r.get(1);
-    let ids: Vec<String> = r.get::<_, Option<Vec<String>>>(15).unwrap_or_default();
-    let authors: Vec<String> = r.get::<_, Option<Vec<String>>>(16).unwrap_or_default();
-    let bodies: Vec<Vec<u8>> = r.get::<_, Option<Vec<Vec<u8>>>>(17).unwrap_or_default();
-    let times: Vec<i64> = r.get::<_, Option<Vec<i64>>>(18).unwrap_or_default();
-    let names: Vec<Option<Vec<u8>>> = r.get::<_, Option<Vec<Option<Vec<u8>>>>>(19).unwrap_or_default();
-    let replies = ids
+    let replies = r
+        .get::<_, Option<Records<ReplyRecord>>>(15)
+        .map_or_else(Vec::new, |r| r.0)
         .into_iter()
-        .zip(authors)
-        .zip(bodies)
-        .zip(times)
-        .zip(names)
-        .map(|((((reply, author_id), body_sealed), created), name)| {
+        .map(|p| {
             let row = ReplyRow {
                 team_id: team_id.clone(),
-                id: reply,
+                id: p.id,
                 codemark_id: id.clone(),
-                author_id,
-                body_sealed,
-                created,
+                author_id: p.author_id,
+                body_sealed: p.body_sealed,
+                created: p.created,
             };
-            (row, name)
+            (row, p.name_sealed)
         })
         .collect();
     Thread {
@@ -1211,6 +1224,97 @@ fn thread_row(r: &Row) -> Thread {
         repo_key_sealed: r.get(11),
         author_name_sealed: r.get(12),
         replies,
+    }
+}
+
+/// A reply as a thread read aggregates it: the record `(id, author_id, body_sealed, created,
+/// author's name_sealed)`.
+struct ReplyRecord {
+    id: String,
+    author_id: String,
+    body_sealed: Vec<u8>,
+    created: i64,
+    name_sealed: Option<Vec<u8>>,
+}
+
+type SqlResult<T> = Result<T, Box<dyn std::error::Error + Sync + Send>>;
+
+impl<'a> FromSql<'a> for ReplyRecord {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> SqlResult<ReplyRecord> {
+        let mut fields = Fields { raw };
+        fields.int()?;
+        Ok(ReplyRecord {
+            id: fields.field()?,
+            author_id: fields.field()?,
+            body_sealed: fields.field()?,
+            created: fields.field()?,
+            name_sealed: fields.field()?,
+        })
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::RECORD
+    }
+}
+
+/// An array of records (`record[]`, which tokio-postgres does not read as an array: it is a
+/// pseudo-type), one dimension, no NULLs.
+struct Records<T>(Vec<T>);
+
+impl<'a, T: FromSql<'a>> FromSql<'a> for Records<T> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> SqlResult<Records<T>> {
+        let mut array = Fields { raw };
+        let dimensions = array.int()?;
+        array.int()?; // whether it holds NULLs
+        array.int()?; // the type of its elements
+        if dimensions == 0 {
+            return Ok(Records(Vec::new()));
+        }
+        if dimensions != 1 {
+            return Err(format!("an array of records with {dimensions} dimensions").into());
+        }
+        let len = array.int()?;
+        array.int()?; // its lower bound
+        (0..len).map(|_| array.value(&Type::RECORD)).collect::<SqlResult<_>>().map(Records)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::RECORD_ARRAY
+    }
+}
+
+/// Reads PostgreSQL's binary format of records (a count, then each field's type, length (-1:
+/// NULL) and value) and of arrays.
+struct Fields<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn int(&mut self) -> SqlResult<i32> {
+        let (head, rest) = self.raw.split_first_chunk::<4>().ok_or("a record ends early")?;
+        self.raw = rest;
+        Ok(i32::from_be_bytes(*head))
+    }
+
+    /// A record's next field, of the type it says.
+    fn field<T: FromSql<'a>>(&mut self) -> SqlResult<T> {
+        let oid = self.int()? as u32;
+        let ty = Type::from_oid(oid).ok_or_else(|| format!("a record field of unknown type {oid}"))?;
+        if !T::accepts(&ty) {
+            return Err(format!("a record field of type {ty} where {} was expected", std::any::type_name::<T>()).into());
+        }
+        self.value(&ty)
+    }
+
+    /// A length (-1: NULL) and a value of type `ty`.
+    fn value<T: FromSql<'a>>(&mut self, ty: &Type) -> SqlResult<T> {
+        let len = self.int()?;
+        if len < 0 {
+            return T::from_sql_null(ty);
+        }
+        let (value, rest) = self.raw.split_at_checked(len as usize).ok_or("a record ends early")?;
+        self.raw = rest;
+        T::from_sql(ty, value)
     }
 }
 
@@ -1609,12 +1713,24 @@ impl Storage for PostgresStorage {
         Box::pin(async move {
             let context = "could not read codemarks";
             let mut threads = match &filter.ids {
+                // One id (a codemark read, the most common request after the token's): `=` is
+                // planned and run for one row, where `= ANY` goes through an array.
+                Some(ids) if ids.len() == 1 => {
+                    self.read_on(
+                        On::Lane,
+                        context,
+                        &format!("{} WHERE c.team_id = $1 AND c.id = $2", *THREAD_BY_ID),
+                        &[&team_id, &ids[0]],
+                        thread_row,
+                    )
+                    .await?
+                }
                 Some(ids) => {
                     let rows = self
                         .read_on(
                             On::Lane,
                             context,
-                            &format!("{THREAD_SELECT} WHERE c.team_id = $1 AND c.id = ANY($2)"),
+                            &format!("{} WHERE c.team_id = $1 AND c.id = ANY($2)", *THREAD_BY_ID),
                             &[&team_id, ids],
                             thread_row,
                         )
@@ -1625,8 +1741,9 @@ impl Storage for PostgresStorage {
                     self.read(
                         context,
                         &format!(
-                            "{THREAD_SELECT} WHERE c.team_id = $1 AND ($2::text IS NULL OR c.repo_id = $2)
-                               AND ($3::text IS NULL OR c.author_id = $3) ORDER BY c.created, c.id"
+                            "{} WHERE c.team_id = $1 AND ($2::text IS NULL OR c.repo_id = $2)
+                               AND ($3::text IS NULL OR c.author_id = $3) ORDER BY c.created, c.id",
+                            *THREAD_SCAN
                         ),
                         &[&team_id, &filter.repo_id, &filter.author_id],
                         thread_row,

@@ -53,6 +53,7 @@ struct Entry {
 
 /// Taken before a token is read from the database: what was read is kept only if nothing was
 /// dropped since.
+#[derive(Debug)]
 pub struct Ticket {
     generation: u64,
     taken: Instant,

@@ -1155,7 +1155,8 @@ fn repo_row(r: &Row) -> RepoRow {
 /// once per column (PostgreSQL before 16 does not share the sort between aggregates).
 const THREAD_COLUMNS: &str = "c.team_id, c.id, c.repo_id, c.kind, c.status, c.author_id, c.title_sealed,
         c.body_sealed, c.anchors_sealed, c.created, c.updated";
-const THREAD_REPLIES: &str = "c.review_id, c.review_sealed,
+/// The review it belongs to, and the replies.
+const THREAD_TAIL: &str = "c.review_id, c.review_sealed,
         (SELECT array_agg((p.id, p.author_id, p.body_sealed, p.created,
                            (SELECT pm.name_sealed FROM members pm WHERE pm.team_id = p.team_id AND pm.id = p.author_id))
                           ORDER BY p.created, p.id)
@@ -1170,7 +1171,7 @@ static THREAD_BY_ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         "SELECT {THREAD_COLUMNS},
             (SELECT r.key_sealed FROM repos r WHERE r.team_id = c.team_id AND r.id = c.repo_id),
             (SELECT m.name_sealed FROM members m WHERE m.team_id = c.team_id AND m.id = c.author_id),
-            {THREAD_REPLIES}
+            {THREAD_TAIL}
          FROM codemarks c"
     )
 });
@@ -1179,7 +1180,7 @@ static THREAD_BY_ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// planner may hash once for all of them.
 static THREAD_SCAN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "SELECT {THREAD_COLUMNS}, r.key_sealed, m.name_sealed, {THREAD_REPLIES}
+        "SELECT {THREAD_COLUMNS}, r.key_sealed, m.name_sealed, {THREAD_TAIL}
          FROM codemarks c
          JOIN repos r ON r.team_id = c.team_id AND r.id = c.repo_id
          LEFT JOIN members m ON m.team_id = c.team_id AND m.id = c.author_id"

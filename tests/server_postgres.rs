@@ -5,8 +5,10 @@
 //! across both, a team's events become visible in sequence order even when their transactions
 //! commit late, reads on the connections that point reads share see the other server's writes
 //! and outlive connections the database cuts, migrations run once when servers start together,
-//! a newer schema is refused, the keys can live in a database of their own, and TLS to the
-//! database is verified.
+//! a newer schema is refused, the keys can live in a database of their own, TLS to the database
+//! is verified, and a token revoked, a member demoted or removed through one server is refused
+//! promptly by the other though it had the token cached (and not trusted from the cache while
+//! its listening connection is down).
 
 #[path = "common/server.rs"]
 mod kit;
@@ -409,4 +411,141 @@ async fn tls_to_the_database_is_verified_against_the_ca_given() {
     // require encrypts without checking, as libpq's does.
     let store = PostgresStorage::connect(&Options::new(&format!("{plain}?sslmode=require"))).await.unwrap();
     store.ping().await.unwrap();
+}
+
+// ---- the token cache ------------------------------------------------------------------------
+
+/// How soon a change made through one server must be seen by the other.
+const PROMPTLY: Duration = Duration::from_secs(2);
+
+/// Waits until both servers listen for each other's changes: only then do they keep tokens.
+async fn both_listen(url: &str) {
+    let client = kit::pg_client(url).await;
+    let started = Instant::now();
+    loop {
+        // `query` is the listening connection's last statement: empty until it has LISTENed.
+        let listening: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+                 AND application_name = 'marginalia listener' AND query <> ''",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if listening >= 2 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "both servers listen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The cache is trusted as soon as LISTEN's answer is read.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// Uses `token` on `kit`, then changes the database behind every server's back with `sql` (no
+/// one is told of such a change) and checks that `kit` still answers as before: it answers from
+/// its cache.
+async fn cached(kit: &Kit, token: &str, path: &str, sql: &str) {
+    let before = kit.call(Method::GET, path, Some(token), None).await;
+    assert_eq!(before.status, 200, "{}", before.text);
+    kit.sql(sql).await.unwrap();
+    let after = kit.call(Method::GET, path, Some(token), None).await;
+    assert_eq!(after.status, 200, "answered from the cache, which no one told of `{sql}`: {}", after.text);
+}
+
+/// Calls `path` with `token` on `kit` until it answers `status`, for [`PROMPTLY`] at most.
+async fn answers_promptly(kit: &Kit, token: &str, path: &str, status: u16, what: &str) {
+    let started = Instant::now();
+    loop {
+        let res = kit.call(Method::GET, path, Some(token), None).await;
+        if res.status == status {
+            println!("{what} after {:?}", started.elapsed());
+            return;
+        }
+        assert_eq!(res.status, 200, "{}", res.text);
+        assert!(started.elapsed() < PROMPTLY, "{what} within {PROMPTLY:?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_revoked_through_one_server_is_refused_at_once_there_and_promptly_by_the_other() {
+    let Some((one, two)) = two_servers(0.0, 1.0).await else { return };
+    let ada = one.join("t", "Ada", Role::Admin).await;
+    let bob = one.join("t", "Bob", Role::Member).await;
+    both_listen(one.database.as_deref().unwrap()).await;
+    one.call(Method::GET, "/api/v1/team", Some(&bob.token), None).await;
+    cached(&two, &bob.token, "/api/v1/team", &format!("UPDATE tokens SET revoked = 1 WHERE id = '{}'", bob.token_id))
+        .await;
+    let still = one.call(Method::GET, "/api/v1/team", Some(&bob.token), None).await;
+    assert_eq!(still.status, 200, "server one has it cached too: {}", still.text);
+
+    let revoked = one.call(Method::DELETE, &format!("/api/v1/tokens/{}", bob.token_id), Some(&ada.token), None).await;
+    assert_eq!(revoked.status, 204, "{}", revoked.text);
+    let here = one.call(Method::GET, "/api/v1/team", Some(&bob.token), None).await;
+    assert_eq!(here.status, 401, "refused at once by the server that revoked it: {}", here.text);
+    answers_promptly(&two, &bob.token, "/api/v1/team", 401, "the revoked token was refused by the other server").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_demoted_or_removed_through_one_server_loses_their_rights_promptly_on_the_other() {
+    let Some((one, two)) = two_servers(0.0, 1.0).await else { return };
+    let ada = one.join("t", "Ada", Role::Admin).await;
+    let bob = one.join("t", "Bob", Role::Admin).await;
+    let cyd = one.join("t", "Cyd", Role::Member).await;
+    both_listen(one.database.as_deref().unwrap()).await;
+
+    // An admin-only read, refused once Bob is a member.
+    let audit = "/api/v1/audit";
+    cached(&two, &bob.token, audit, &format!("UPDATE members SET role = 'member' WHERE id = '{}'", bob.member_id))
+        .await;
+    let demoted = one
+        .call(
+            Method::PATCH,
+            &format!("/api/v1/members/{}", bob.member_id),
+            Some(&ada.token),
+            Some(json!({"role": "member"})),
+        )
+        .await;
+    assert_eq!(demoted.status, 200, "{}", demoted.text);
+    answers_promptly(&two, &bob.token, audit, 403, "the demoted admin was refused an admin's read by the other server")
+        .await;
+
+    cached(
+        &two,
+        &cyd.token,
+        "/api/v1/team",
+        &format!("UPDATE tokens SET revoked = 1 WHERE member_id = '{}'", cyd.member_id),
+    )
+    .await;
+    let removed = one.call(Method::DELETE, &format!("/api/v1/members/{}", cyd.member_id), Some(&ada.token), None).await;
+    assert_eq!(removed.status, 204, "{}", removed.text);
+    answers_promptly(&two, &cyd.token, "/api/v1/team", 401, "the removed member was refused by the other server").await;
+}
+
+/// A revocation the other server is not told of while its listening connection is down (here:
+/// one made straight in the database, which no one is ever told of) does not outlive the
+/// connection: the cache is emptied when it goes, and kept empty until it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_cache_is_not_trusted_once_the_listening_connection_is_lost() {
+    let Some((one, two)) = two_servers(0.0, 1.0).await else { return };
+    let bob = one.join("t", "Bob", Role::Member).await;
+    let url = one.database.as_deref().unwrap();
+    both_listen(url).await;
+    cached(&two, &bob.token, "/api/v1/team", &format!("UPDATE tokens SET revoked = 1 WHERE id = '{}'", bob.token_id))
+        .await;
+    let cut: i64 = kit::pg_client(url)
+        .await
+        .query_one(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'marginalia listener'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cut, 2, "both servers' listening connections were cut");
+    answers_promptly(&two, &bob.token, "/api/v1/team", 401, "the token was looked up again once the listener was cut")
+        .await;
 }

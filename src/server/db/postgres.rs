@@ -3,24 +3,28 @@
 //!
 //! - Connections come from a pool (`connect`): a read is one statement (a codemark's replies and
 //!   a review's reviewers and revisions come aggregated into its row, so one snapshot shows them
-//!   all), a [`Batch`] is one transaction. Point reads (a row by its key: the token of every
-//!   request, a codemark, a team key) and rate-limit checks share two connections on which
-//!   concurrent requests' statements are pipelined (`Db::shared`); scans and transactions take a
-//!   connection each.
+//!   all), a [`Batch`] is one transaction. Point reads (a row by its key: a token, a codemark, a
+//!   team key) and rate-limit checks share two connections on which concurrent requests'
+//!   statements are pipelined (`Db::shared`); scans and transactions take a connection each.
+//! - Tokens found valid are kept in memory (`auth_cache`) while `follow` listens: most requests
+//!   are authenticated without a statement. A batch that revokes a token, changes a role,
+//!   removes a member or deletes a team drops the team's entries here before it is answered, and
+//!   in the other processes through its `NOTIFY`.
 //! - Nothing assumes one process: uniqueness (ids, idempotency keys, invites) is the database's
 //!   constraints; the last-admin rule, a review's revision numbers and its deletion lock the rows
 //!   they read; the audit chain is appended under a transaction-level advisory lock; event
 //!   sequence numbers come from a per-team counter row taken last and held to the commit, so a
 //!   team's events become visible in order (see `schema.rs`). A transaction that deadlocks with
 //!   another is run again.
-//! - Each batch that writes events, revokes a token, removes a member or deletes a team sends a
-//!   `NOTIFY` in its own transaction; `follow` turns them into wake-ups of this process's event
-//!   streams. Rate-limit buckets are rows (`limits`).
+//! - Each batch that writes events, revokes a token, changes a role, removes a member or deletes
+//!   a team sends a `NOTIFY` in its own transaction; `follow` turns them into wake-ups of this
+//!   process's event streams (and drops cached tokens). Rate-limit buckets are rows (`limits`).
 //! - Wrapped team keys are in `marginalia_team_keys`, in the data's database or in another one
 //!   (`--keys-database`), so data backups can leave them out.
 //! - A database that cannot be reached is [`DbError::Unavailable`] (answered 503); the pool
 //!   makes new connections when it comes back.
 
+mod auth_cache;
 mod coalesce;
 mod connect;
 mod follow;
@@ -38,8 +42,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use deadpool_postgres::{Object, Pool, Transaction};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{FromSql, ToSql, Type};
 
+use self::auth_cache::AuthCache;
 use super::{
     AuthRow, Batch, CodemarkRow, Committed, DbError, DbFuture, EventRow, IdempotencyRow, InviteRow, MemberRow,
     ReplyRow, RepoRow, ReviewFilter, ReviewRecord, ReviewRow, ReviewerRow, RevisionDraft, RevisionRow, Stats, Storage,
@@ -85,6 +90,8 @@ struct Inner {
     /// Batches waiting to be committed: whoever gets the write turn commits all of them.
     pending: std::sync::Mutex<Vec<Pending>>,
     write_turn: Arc<tokio::sync::Semaphore>,
+    /// Tokens found valid lately, trusted while `follow` listens.
+    auth: Arc<AuthCache>,
     /// Reads of one codemark's thread by (team, id), gathered (see [`coalesce`]).
     threads_by_id: coalesce::Coalesced<(String, String), Thread>,
 }
@@ -240,6 +247,7 @@ impl PostgresStorage {
                 keys,
                 pending: std::sync::Mutex::default(),
                 write_turn: Arc::new(tokio::sync::Semaphore::new(1)),
+                auth: Arc::default(),
                 threads_by_id: coalesce::Coalesced::new(READ_TURNS, data.place()),
                 data,
             }),
@@ -268,9 +276,11 @@ impl PostgresStorage {
     /// Feeds `notifier` with what other processes (and this one) commit, until it is dropped:
     /// a dedicated connection LISTENs, reconnecting when it is lost (and then waking every
     /// listener, since news may have been missed), and every few seconds the teams' counters are
-    /// read in case a notification was missed anyway.
+    /// read in case a notification was missed anyway. While it listens, tokens are
+    /// authenticated from memory (see `auth_cache`); without it, always from the database.
     pub fn follow(&self, notifier: &Arc<LocalNotifier>) {
-        tokio::spawn(follow::run(self.inner.data.target.clone(), Arc::downgrade(notifier)));
+        let inner = &self.inner;
+        tokio::spawn(follow::run(inner.data.target.clone(), Arc::downgrade(notifier), inner.auth.clone()));
     }
 
     /// Rate limits kept in the database, shared by every process.
@@ -456,6 +466,46 @@ impl PostgresStorage {
             let _ = done.send(self.commit_alone(&batch).await);
         }
     }
+
+    /// Queues `batch` for the next group commit, or commits the group when its turn comes.
+    async fn commit_queued(&self, batch: Batch) -> Result<Committed, DbError> {
+        let inner = &self.inner;
+        let (done, mut outcome) = tokio::sync::oneshot::channel();
+        inner.pending.lock().unwrap_or_else(|p| p.into_inner()).push((batch, done));
+        let lost = |e: &dyn std::fmt::Display| DbError::Backend {
+            path: self.place().into(),
+            context: COMMIT_CONTEXT.into(),
+            cause: e.to_string(),
+        };
+        let turn = inner.write_turn.clone().acquire_owned().await.map_err(|e| lost(&e))?;
+        // The group before ours may have taken ours with it.
+        match outcome.try_recv() {
+            Ok(result) => return result,
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                return Err(lost(&"the group it went with ended without an answer"));
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+        }
+        let jobs = std::mem::take(&mut *inner.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        // On a task of its own: a request that goes away (its client hung up) must not
+        // abandon the others' group half way.
+        let storage = self.clone();
+        tokio::spawn(async move {
+            // Each request drops its own batch's cached tokens once told, but one that went
+            // away is told nothing: dropped here too.
+            let teams = auth_changes(jobs.iter().map(|(batch, _)| batch));
+            storage.commit_group(jobs).await;
+            storage.forget_auth(&teams);
+            drop(turn);
+        });
+        outcome.await.map_err(|e| lost(&e))?
+    }
+
+    fn forget_auth(&self, teams: &[String]) {
+        for team in teams {
+            self.inner.auth.forget_team(team);
+        }
+    }
 }
 
 const COMMIT_CONTEXT: &str = "could not save a change";
@@ -603,6 +653,19 @@ async fn write_events(
         exec(tx, "SELECT pg_notify('marginalia', s) FROM unnest($1::text[]) AS s", &[&signals]).await?;
     }
     Ok(seqs)
+}
+
+/// The teams whose tokens' answers the batches' writes can change (those writes also NOTIFY `p`
+/// or `c`, for the other processes).
+fn auth_changes<'a>(batches: impl Iterator<Item = &'a Batch>) -> Vec<String> {
+    let team = |w: &'a Write| match w {
+        Write::SetRole { team_id, .. }
+        | Write::DeleteMember { team_id, .. }
+        | Write::RevokeToken { team_id, .. }
+        | Write::DeleteTeam { team_id } => Some(team_id.clone()),
+        _ => None,
+    };
+    batches.flat_map(|b| b.writes.iter().filter_map(team)).collect()
 }
 
 /// Locks the team's row so that changes to its members' roles are made one after the other
@@ -1093,47 +1156,61 @@ fn repo_row(r: &Row) -> RepoRow {
 }
 
 /// A codemark with its repository key, its author's name and its replies (oldest first, each
-/// with its author's name), in one row.
-const THREAD_SELECT: &str = "SELECT c.team_id, c.id, c.repo_id, c.kind, c.status, c.author_id, c.title_sealed,
-        c.body_sealed, c.anchors_sealed, c.created, c.updated, r.key_sealed, m.name_sealed, c.review_id,
-        c.review_sealed, p.ids, p.authors, p.bodies, p.times, p.names
-    FROM codemarks c
-    JOIN repos r ON r.team_id = c.team_id AND r.id = c.repo_id
-    LEFT JOIN members m ON m.team_id = c.team_id AND m.id = c.author_id
-    LEFT JOIN LATERAL (
-        SELECT array_agg(p.id ORDER BY p.created, p.id) AS ids,
-               array_agg(p.author_id ORDER BY p.created, p.id) AS authors,
-               array_agg(p.body_sealed ORDER BY p.created, p.id) AS bodies,
-               array_agg(p.created ORDER BY p.created, p.id) AS times,
-               array_agg(pm.name_sealed ORDER BY p.created, p.id) AS names
-        FROM replies p LEFT JOIN members pm ON pm.team_id = p.team_id AND pm.id = p.author_id
-        WHERE p.team_id = c.team_id AND p.codemark_id = c.id
-    ) p ON true";
+/// with its author's name), in one row: [`THREAD_BY_ID`] and [`THREAD_SCAN`] differ in how they
+/// find the key and the names, not in what they return. The replies come as one array of
+/// records: one ordered aggregate is one sort, where an array per column sorted the same rows
+/// once per column (PostgreSQL before 16 does not share the sort between aggregates).
+const THREAD_COLUMNS: &str = "c.team_id, c.id, c.repo_id, c.kind, c.status, c.author_id, c.title_sealed,
+        c.body_sealed, c.anchors_sealed, c.created, c.updated";
+/// The review it belongs to, and the replies.
+const THREAD_TAIL: &str = "c.review_id, c.review_sealed,
+        (SELECT array_agg((p.id, p.author_id, p.body_sealed, p.created,
+                           (SELECT pm.name_sealed FROM members pm WHERE pm.team_id = p.team_id AND pm.id = p.author_id))
+                          ORDER BY p.created, p.id)
+         FROM replies p WHERE p.team_id = c.team_id AND p.codemark_id = c.id)";
+
+/// Codemarks by id (followed by `WHERE`): the key and the author's name are looked up by their
+/// primary keys for each codemark. Joins would do the same work, but on a small team (a page of
+/// members) the planner hashes every member to find one, which made a codemark read cost half
+/// again as much.
+static THREAD_BY_ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {THREAD_COLUMNS},
+            (SELECT r.key_sealed FROM repos r WHERE r.team_id = c.team_id AND r.id = c.repo_id),
+            (SELECT m.name_sealed FROM members m WHERE m.team_id = c.team_id AND m.id = c.author_id),
+            {THREAD_TAIL}
+         FROM codemarks c"
+    )
+});
+
+/// Many codemarks (followed by `WHERE`): joined with the repositories and members, which the
+/// planner may hash once for all of them.
+static THREAD_SCAN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {THREAD_COLUMNS}, r.key_sealed, m.name_sealed, {THREAD_TAIL}
+         FROM codemarks c
+         JOIN repos r ON r.team_id = c.team_id AND r.id = c.repo_id
+         LEFT JOIN members m ON m.team_id = c.team_id AND m.id = c.author_id"
+    )
+});
 
 fn thread_row(r: &Row) -> Thread {
     let team_id: String = r.get(0);
     let id: String = r.get(1);
-    let ids: Vec<String> = r.get::<_, Option<Vec<String>>>(15).unwrap_or_default();
-    let authors: Vec<String> = r.get::<_, Option<Vec<String>>>(16).unwrap_or_default();
-    let bodies: Vec<Vec<u8>> = r.get::<_, Option<Vec<Vec<u8>>>>(17).unwrap_or_default();
-    let times: Vec<i64> = r.get::<_, Option<Vec<i64>>>(18).unwrap_or_default();
-    let names: Vec<Option<Vec<u8>>> = r.get::<_, Option<Vec<Option<Vec<u8>>>>>(19).unwrap_or_default();
-    let replies = ids
+    let replies = r
+        .get::<_, Option<Records<ReplyRecord>>>(15)
+        .map_or_else(Vec::new, |r| r.0)
         .into_iter()
-        .zip(authors)
-        .zip(bodies)
-        .zip(times)
-        .zip(names)
-        .map(|((((reply, author_id), body_sealed), created), name)| {
+        .map(|p| {
             let row = ReplyRow {
                 team_id: team_id.clone(),
-                id: reply,
+                id: p.id,
                 codemark_id: id.clone(),
-                author_id,
-                body_sealed,
-                created,
+                author_id: p.author_id,
+                body_sealed: p.body_sealed,
+                created: p.created,
             };
-            (row, name)
+            (row, p.name_sealed)
         })
         .collect();
     Thread {
@@ -1155,6 +1232,97 @@ fn thread_row(r: &Row) -> Thread {
         repo_key_sealed: r.get(11),
         author_name_sealed: r.get(12),
         replies,
+    }
+}
+
+/// A reply as a thread read aggregates it: the record `(id, author_id, body_sealed, created,
+/// author's name_sealed)`.
+struct ReplyRecord {
+    id: String,
+    author_id: String,
+    body_sealed: Vec<u8>,
+    created: i64,
+    name_sealed: Option<Vec<u8>>,
+}
+
+type SqlResult<T> = Result<T, Box<dyn std::error::Error + Sync + Send>>;
+
+impl<'a> FromSql<'a> for ReplyRecord {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> SqlResult<ReplyRecord> {
+        let mut fields = Fields { raw };
+        fields.int()?;
+        Ok(ReplyRecord {
+            id: fields.field()?,
+            author_id: fields.field()?,
+            body_sealed: fields.field()?,
+            created: fields.field()?,
+            name_sealed: fields.field()?,
+        })
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::RECORD
+    }
+}
+
+/// An array of records (`record[]`, which tokio-postgres does not read as an array: it is a
+/// pseudo-type), one dimension, no NULLs.
+struct Records<T>(Vec<T>);
+
+impl<'a, T: FromSql<'a>> FromSql<'a> for Records<T> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> SqlResult<Records<T>> {
+        let mut array = Fields { raw };
+        let dimensions = array.int()?;
+        array.int()?; // whether it holds NULLs
+        array.int()?; // the type of its elements
+        if dimensions == 0 {
+            return Ok(Records(Vec::new()));
+        }
+        if dimensions != 1 {
+            return Err(format!("an array of records with {dimensions} dimensions").into());
+        }
+        let len = array.int()?;
+        array.int()?; // its lower bound
+        (0..len).map(|_| array.value(&Type::RECORD)).collect::<SqlResult<_>>().map(Records)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::RECORD_ARRAY
+    }
+}
+
+/// Reads PostgreSQL's binary format of records (a count, then each field's type, length (-1:
+/// NULL) and value) and of arrays.
+struct Fields<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn int(&mut self) -> SqlResult<i32> {
+        let (head, rest) = self.raw.split_first_chunk::<4>().ok_or("a record ends early")?;
+        self.raw = rest;
+        Ok(i32::from_be_bytes(*head))
+    }
+
+    /// A record's next field, of the type it says.
+    fn field<T: FromSql<'a>>(&mut self) -> SqlResult<T> {
+        let oid = self.int()? as u32;
+        let ty = Type::from_oid(oid).ok_or_else(|| format!("a record field of unknown type {oid}"))?;
+        if !T::accepts(&ty) {
+            return Err(format!("a record field of type {ty} where {} was expected", std::any::type_name::<T>()).into());
+        }
+        self.value(&ty)
+    }
+
+    /// A length (-1: NULL) and a value of type `ty`.
+    fn value<T: FromSql<'a>>(&mut self, ty: &Type) -> SqlResult<T> {
+        let len = self.int()?;
+        if len < 0 {
+            return T::from_sql_null(ty);
+        }
+        let (value, rest) = self.raw.split_at_checked(len as usize).ok_or("a record ends early")?;
+        self.raw = rest;
+        T::from_sql(ty, value)
     }
 }
 
@@ -1280,7 +1448,7 @@ impl PostgresStorage {
             .read_on(
                 On::Lane,
                 "could not read codemarks",
-                &format!("{THREAD_SELECT} WHERE (c.team_id, c.id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"),
+                &format!("{} WHERE (c.team_id, c.id) IN (SELECT * FROM unnest($1::text[], $2::text[]))", *THREAD_BY_ID),
                 &[&teams, &ids],
                 thread_row,
             )
@@ -1302,32 +1470,12 @@ fn in_order<T>(ids: &[String], mut rows: Vec<T>, id_of: impl Fn(&T) -> &str) -> 
 impl Storage for PostgresStorage {
     fn commit(&self, batch: Batch) -> DbFuture<'_, Committed> {
         Box::pin(async move {
-            let inner = &self.inner;
-            let (done, mut outcome) = tokio::sync::oneshot::channel();
-            inner.pending.lock().unwrap_or_else(|p| p.into_inner()).push((batch, done));
-            let lost = |e: &dyn std::fmt::Display| DbError::Backend {
-                path: self.place().into(),
-                context: COMMIT_CONTEXT.into(),
-                cause: e.to_string(),
-            };
-            let turn = inner.write_turn.clone().acquire_owned().await.map_err(|e| lost(&e))?;
-            // The group before ours may have taken ours with it.
-            match outcome.try_recv() {
-                Ok(result) => return result,
-                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                    return Err(lost(&"the group it went with ended without an answer"));
-                }
-                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
-            }
-            let jobs = std::mem::take(&mut *inner.pending.lock().unwrap_or_else(|p| p.into_inner()));
-            // On a task of its own: a request that goes away (its client hung up) must not
-            // abandon the others' group half way.
-            let storage = self.clone();
-            tokio::spawn(async move {
-                storage.commit_group(jobs).await;
-                drop(turn);
-            });
-            outcome.await.map_err(|e| lost(&e))?
+            // Dropped here whatever the outcome (a lost connection leaves it unknown), before
+            // the request is answered; other processes drop theirs on the batch's NOTIFY.
+            let teams = auth_changes(std::iter::once(&batch));
+            let outcome = self.commit_queued(batch).await;
+            self.forget_auth(&teams);
+            outcome
         })
     }
 
@@ -1462,22 +1610,38 @@ impl Storage for PostgresStorage {
     fn auth(&self, token_hash: &[u8]) -> DbFuture<'_, Option<AuthRow>> {
         let hash = token_hash.to_vec();
         Box::pin(async move {
-            self.read_one(
-                "could not look a token up",
-                &format!(
-                    "SELECT {TOKEN_COLUMNS}, m.role, m.name_sealed FROM tokens t
-                     LEFT JOIN members m ON m.team_id = t.team_id AND m.id = t.member_id WHERE t.hash = $1"
-                ),
-                &[&hash],
-                |r| AuthRow { token: token_row(r), role: r.get::<_, Option<&str>>(8).map(role), name_sealed: r.get(9) },
-            )
-            .await
+            let ticket = match self.inner.auth.get(&hash) {
+                Ok(known) => return Ok(Some(known)),
+                Err(ticket) => ticket,
+            };
+            let row = self
+                .read_one(
+                    "could not look a token up",
+                    &format!(
+                        "SELECT {TOKEN_COLUMNS}, m.role, m.name_sealed FROM tokens t
+                         LEFT JOIN members m ON m.team_id = t.team_id AND m.id = t.member_id WHERE t.hash = $1"
+                    ),
+                    &[&hash],
+                    |r| AuthRow {
+                        token: token_row(r),
+                        role: r.get::<_, Option<&str>>(8).map(role),
+                        name_sealed: r.get(9),
+                    },
+                )
+                .await?;
+            if let Some(row) = &row {
+                self.inner.auth.keep(ticket, &hash, row);
+            }
+            Ok(row)
         })
     }
 
     fn touch_token(&self, token_id: &str, now: i64) -> DbFuture<'_, ()> {
         let token_id = token_id.to_owned();
         Box::pin(async move {
+            // Recorded in the cached answer too, even when the write fails: the next requests
+            // need not try again at once.
+            self.inner.auth.touched(&token_id, now);
             self.write(
                 "could not record a token's use",
                 "UPDATE tokens SET last_used = $2 WHERE id = $1",
@@ -1587,7 +1751,7 @@ impl Storage for PostgresStorage {
                         .read_on(
                             On::Lane,
                             context,
-                            &format!("{THREAD_SELECT} WHERE c.team_id = $1 AND c.id = ANY($2)"),
+                            &format!("{} WHERE c.team_id = $1 AND c.id = ANY($2)", *THREAD_BY_ID),
                             &[&team_id, ids],
                             thread_row,
                         )
@@ -1598,8 +1762,9 @@ impl Storage for PostgresStorage {
                     self.read(
                         context,
                         &format!(
-                            "{THREAD_SELECT} WHERE c.team_id = $1 AND ($2::text IS NULL OR c.repo_id = $2)
-                               AND ($3::text IS NULL OR c.author_id = $3) ORDER BY c.created, c.id"
+                            "{} WHERE c.team_id = $1 AND ($2::text IS NULL OR c.repo_id = $2)
+                               AND ($3::text IS NULL OR c.author_id = $3) ORDER BY c.created, c.id",
+                            *THREAD_SCAN
                         ),
                         &[&team_id, &filter.repo_id, &filter.author_id],
                         thread_row,

@@ -6,6 +6,8 @@
 //!   all), a [`Batch`] is one transaction. Point reads (a row by its key: a token, a codemark, a
 //!   team key) and rate-limit checks share two connections on which concurrent requests'
 //!   statements are pipelined (`Db::shared`); scans and transactions take a connection each.
+//!   Reads of one codemark that arrive while another is in flight go together as one statement
+//!   (`coalesce`).
 //! - Tokens found valid are kept in memory (`auth_cache`) while `follow` listens: most requests
 //!   are authenticated without a statement. A batch that revokes a token, changes a role,
 //!   removes a member or deletes a team drops the team's entries here before it is answered, and

@@ -145,6 +145,16 @@ fn a_stored_codemark_shows_its_lens_and_thread_and_tracks_typing_inside_it() {
     let marks = lsp.codemarks(&u);
     assert_eq!((marks[0]["anchorStatus"].as_str(), lines_of(&marks[0])), (Some("intact"), (9, 11)));
     assert_eq!(marks[0]["replies"].as_array().map(Vec::len), Some(1));
+
+    // A reply from the command line while the editor runs: the lens counts it.
+    lsp.settle(Duration::from_millis(100));
+    lsp.notifications.clear();
+    let reply = ["codemark", "reply", &id, "--body", "Another, while the editor runs"];
+    let out = marginalia_at(repo.path(), data.path(), &reply);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    lsp.wait_for("didChangeCodemarks", |n| n["method"] == "marginalia/didChangeCodemarks" && n["params"]["uri"] == u);
+    let lenses = lsp.request("textDocument/codeLens", json!({"textDocument": {"uri": u}})).unwrap();
+    assert_eq!(lenses[0]["command"]["title"], "question: Made before the editor started · 3 comments · open");
     lsp.stop();
 }
 

@@ -103,6 +103,11 @@ fn a_teammates_codemark_appears_in_my_editor_at_my_lines_without_a_reload() {
     assert_eq!(marks[0]["body"], "Why is the total rounded twice?");
     assert_eq!(marks[0]["anchorStatus"], "intact");
     assert_eq!(lines_of(&marks[0]), (15, 17), "placed at Bob's lines, not Ann's");
+    let lenses = bob_lsp.request("textDocument/codeLens", json!({"textDocument": {"uri": bob_file}})).unwrap();
+    assert_eq!(lenses.as_array().map(Vec::len), Some(1), "{lenses:#}");
+    assert_eq!(lenses[0]["range"]["start"]["line"], 15);
+    let title = lenses[0]["command"]["title"].as_str().unwrap();
+    assert!(title.contains("Why is the total rounded twice? · 1 comment · open"), "{title}");
     eprintln!("Ann's codemark reached Bob's editor in {took:?}");
     assert!(took < Duration::from_secs(5), "took {took:?}");
 

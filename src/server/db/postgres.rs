@@ -90,8 +90,7 @@ struct Inner {
     /// `None`: the keys are in the data's database.
     keys: Option<Db>,
     /// Batches waiting to be committed: whoever gets the write turn commits all of them.
-    pending: std::sync::Mutex<Vec<Pending>>,
-    write_turn: Arc<tokio::sync::Semaphore>,
+    commits: coalesce::Groups<Batch, Result<Committed, DbError>>,
     /// Tokens found valid lately, trusted while `follow` listens.
     auth: Arc<AuthCache>,
     /// Reads of one codemark's thread by (team, id), gathered (see [`coalesce`]).
@@ -249,8 +248,7 @@ impl PostgresStorage {
         Ok(PostgresStorage {
             inner: Arc::new(Inner {
                 keys,
-                pending: std::sync::Mutex::default(),
-                write_turn: Arc::new(tokio::sync::Semaphore::new(1)),
+                commits: coalesce::Groups::new(1),
                 auth: Arc::default(),
                 threads_by_id: coalesce::Coalesced::new(READ_TURNS, data.place()),
                 data,
@@ -473,36 +471,32 @@ impl PostgresStorage {
 
     /// Queues `batch` for the next group commit, or commits the group when its turn comes.
     async fn commit_queued(&self, batch: Batch) -> Result<Committed, DbError> {
-        let inner = &self.inner;
-        let (done, mut outcome) = tokio::sync::oneshot::channel();
-        inner.pending.lock().unwrap_or_else(|p| p.into_inner()).push((batch, done));
-        let lost = |e: &dyn std::fmt::Display| DbError::Backend {
-            path: self.place().into(),
-            context: COMMIT_CONTEXT.into(),
-            cause: e.to_string(),
-        };
-        let turn = inner.write_turn.clone().acquire_owned().await.map_err(|e| lost(&e))?;
-        // The group before ours may have taken ours with it.
-        match outcome.try_recv() {
-            Ok(result) => return result,
-            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                return Err(lost(&"the group it went with ended without an answer"));
-            }
-            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
-        }
-        let jobs = std::mem::take(&mut *inner.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        // On a task of its own: a request that goes away (its client hung up) must not
-        // abandon the others' group half way.
         let storage = self.clone();
-        tokio::spawn(async move {
+        let run = |jobs: Vec<Pending>| async move {
             // Each request drops its own batch's cached tokens once told, but one that went
             // away is told nothing: dropped here too.
             let teams = auth_changes(jobs.iter().map(|(batch, _)| batch));
             storage.commit_group(jobs).await;
             storage.forget_auth(&teams);
-            drop(turn);
-        });
-        outcome.await.map_err(|e| lost(&e))?
+        };
+        self.inner.commits.join(batch, run).await.unwrap_or_else(|cause| {
+            Err(DbError::Backend { path: self.place().into(), context: COMMIT_CONTEXT.into(), cause })
+        })
+    }
+
+    /// The threads of these (team, codemark id) pairs that exist, each with its pair.
+    async fn threads_by_key(&self, keys: Vec<(String, String)>) -> Result<Vec<((String, String), Thread)>, DbError> {
+        let (teams, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
+        let rows = self
+            .read_on(
+                On::Lane,
+                "could not read codemarks",
+                &format!("{} WHERE (c.team_id, c.id) IN (SELECT * FROM unnest($1::text[], $2::text[]))", *THREAD_BY_ID),
+                &[&teams, &ids],
+                thread_row,
+            )
+            .await?;
+        Ok(rows.into_iter().map(|t| ((t.codemark.team_id.clone(), t.codemark.id.clone()), t)).collect())
     }
 
     fn forget_auth(&self, teams: &[String]) {
@@ -1444,23 +1438,6 @@ fn audit_row(r: &Row) -> audit::Entry {
 }
 
 /// Puts rows read by `ids` in the order the ids were given, as SQLite's reads return them.
-impl PostgresStorage {
-    /// The threads of these (team, codemark id) pairs that exist, each with its pair.
-    async fn threads_by_key(&self, keys: Vec<(String, String)>) -> Result<Vec<((String, String), Thread)>, DbError> {
-        let (teams, ids): (Vec<String>, Vec<String>) = keys.into_iter().unzip();
-        let rows = self
-            .read_on(
-                On::Lane,
-                "could not read codemarks",
-                &format!("{} WHERE (c.team_id, c.id) IN (SELECT * FROM unnest($1::text[], $2::text[]))", *THREAD_BY_ID),
-                &[&teams, &ids],
-                thread_row,
-            )
-            .await?;
-        Ok(rows.into_iter().map(|t| ((t.codemark.team_id.clone(), t.codemark.id.clone()), t)).collect())
-    }
-}
-
 fn in_order<T>(ids: &[String], mut rows: Vec<T>, id_of: impl Fn(&T) -> &str) -> Vec<T> {
     let mut out = Vec::with_capacity(rows.len());
     for id in ids {

@@ -1,8 +1,9 @@
-//! Point reads gathered into one statement: while `turns` reads of one kind are in flight, the
-//! requests that arrive wait, and whoever gets the next turn reads all of theirs at once (the
-//! read side of group commit). Alone, a read goes at once; under load, dozens share one round
-//! trip and one statement's fixed cost in the database. Each statement starts after every
-//! request it answers arrived, so a read still sees every write acknowledged before it.
+//! Work gathered into groups ([`Groups`]): while a kind of work holds all its turns, the jobs
+//! that arrive wait, and whoever gets the next turn takes every waiting job as one group. Alone,
+//! a job goes at once; under load, dozens share one group. Commits use it (group commit: one
+//! transaction, one flush of the WAL), and so do reads of one codemark ([`Coalesced`]: dozens
+//! share one statement's round trip and fixed cost in the database). A group starts after every
+//! job it carries arrived, so a read still sees every write acknowledged before it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -13,11 +14,57 @@ use tokio::sync::{Semaphore, oneshot};
 
 use crate::server::db::DbError;
 
-type Answer<V> = oneshot::Sender<Result<Option<V>, DbError>>;
+/// Jobs waiting for a turn, each with where its outcome goes.
+pub type Group<J, O> = Vec<(J, oneshot::Sender<O>)>;
 
-pub struct Coalesced<K, V> {
-    waiting: Mutex<Vec<(K, Answer<V>)>>,
+pub struct Groups<J, O> {
+    waiting: Mutex<Group<J, O>>,
     turns: Arc<Semaphore>,
+}
+
+impl<J, O> Groups<J, O> {
+    /// At most `turns` groups at once.
+    pub fn new(turns: usize) -> Groups<J, O> {
+        Groups { waiting: Mutex::new(Vec::new()), turns: Arc::new(Semaphore::new(turns.max(1))) }
+    }
+
+    /// Queues `job` and answers its outcome, from whichever group took it. `run` gets a whole
+    /// group and must send each job's outcome; what it returns runs on a task of its own, so a
+    /// request that goes away (its client hung up) does not leave the others it took along
+    /// without answers. `Err` says why no outcome came.
+    pub async fn join<F, Fut>(&self, job: J, run: F) -> Result<O, String>
+    where
+        F: FnOnce(Group<J, O>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (answer, mut outcome) = oneshot::channel();
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).push((job, answer));
+        let ended = || "the group it went with ended without an answer".to_owned();
+        let turn = self.turns.clone().acquire_owned().await.map_err(|e| e.to_string())?;
+        // The groups before ours may have taken ours with them.
+        match outcome.try_recv() {
+            Ok(o) => return Ok(o),
+            Err(oneshot::error::TryRecvError::Closed) => return Err(ended()),
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let group = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
+        if group.is_empty() {
+            // A group still running on another turn took ours: its answer comes from there.
+            drop(turn);
+        } else {
+            let work = run(group);
+            tokio::spawn(async move {
+                work.await;
+                drop(turn);
+            });
+        }
+        outcome.await.map_err(|_| ended())
+    }
+}
+
+/// Point reads by key, gathered: each group is one statement for all of its keys.
+pub struct Coalesced<K, V> {
+    groups: Groups<K, Result<Option<V>, DbError>>,
     /// The database, without its password, for errors.
     place: String,
 }
@@ -29,7 +76,7 @@ where
 {
     /// At most `turns` statements of this kind at once, on the database at `place`.
     pub fn new(turns: usize, place: &str) -> Coalesced<K, V> {
-        Coalesced { waiting: Mutex::default(), turns: Arc::new(Semaphore::new(turns.max(1))), place: place.to_owned() }
+        Coalesced { groups: Groups::new(turns), place: place.to_owned() }
     }
 
     /// The value of `key`, `None` when there is none. `read` gets every waiting key (each
@@ -39,55 +86,34 @@ where
         F: FnOnce(Vec<K>) -> Fut,
         Fut: Future<Output = Result<Vec<(K, V)>, DbError>> + Send + 'static,
     {
-        let (answer, mut outcome) = oneshot::channel();
-        self.waiting.lock().unwrap_or_else(|p| p.into_inner()).push((key, answer));
-        let lost = |why: &str| DbError::Backend {
-            path: self.place.clone().into(),
-            context: "could not read".into(),
-            cause: why.to_owned(),
-        };
-        let turn = self.turns.clone().acquire_owned().await.map_err(|e| lost(&e.to_string()))?;
-        // The reads before ours may have taken ours with them.
-        match outcome.try_recv() {
-            Ok(result) => return result,
-            Err(oneshot::error::TryRecvError::Closed) => {
-                return Err(lost("the read it went with ended without an answer"));
-            }
-            Err(oneshot::error::TryRecvError::Empty) => {}
-        }
-        let group = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
-        if group.is_empty() {
-            // Taken by a read still in flight on another turn: its answer comes from there.
-            drop(turn);
-            return outcome.await.map_err(|e| lost(&e.to_string()))?;
-        }
-        let mut keys: Vec<K> = Vec::with_capacity(group.len());
-        for (k, _) in &group {
-            if !keys.contains(k) {
-                keys.push(k.clone());
-            }
-        }
-        // On a task of its own: a request that goes away (its client hung up) must not leave
-        // the others it took along without an answer.
-        let statement = read(keys);
         let place = self.place.clone();
-        tokio::spawn(async move {
-            match statement.await {
-                Ok(found) => {
-                    let found: HashMap<K, V> = found.into_iter().collect();
-                    for (k, answer) in group {
-                        let _ = answer.send(Ok(found.get(&k).cloned()));
-                    }
+        let run = |group: Group<K, Result<Option<V>, DbError>>| {
+            let mut keys: Vec<K> = Vec::with_capacity(group.len());
+            for (k, _) in &group {
+                if !keys.contains(k) {
+                    keys.push(k.clone());
                 }
-                Err(e) => {
-                    for (_, answer) in group {
-                        let _ = answer.send(Err(copy(&e, &place)));
+            }
+            let statement = read(keys);
+            async move {
+                match statement.await {
+                    Ok(found) => {
+                        let found: HashMap<K, V> = found.into_iter().collect();
+                        for (k, answer) in group {
+                            let _ = answer.send(Ok(found.get(&k).cloned()));
+                        }
+                    }
+                    Err(e) => {
+                        for (_, answer) in group {
+                            let _ = answer.send(Err(copy(&e, &place)));
+                        }
                     }
                 }
             }
-            drop(turn);
-        });
-        outcome.await.map_err(|e| lost(&e.to_string()))?
+        };
+        self.groups.join(key, run).await.unwrap_or_else(|cause| {
+            Err(DbError::Backend { path: self.place.clone().into(), context: "could not read".into(), cause })
+        })
     }
 }
 

@@ -445,9 +445,16 @@ impl Backend {
     /// the summaries; hovers and `marginalia/codemarks` show whole threads).
     async fn load_threads(&self, uri: &Uri) {
         let wanted = {
+            let work = lock(&self.shared.work);
             let docs = lock(&self.shared.docs);
-            let Some(Doc { home: Some((idx, _)), placed, .. }) = docs.get(uri) else { return };
-            (*idx, placed.iter().map(|p| p.codemark.clone()).collect::<Vec<_>>())
+            let Some(Doc { home: Some(home), placed, .. }) = docs.get(uri) else { return };
+            let shown = work.marks_of(Some(home));
+            let missing: Vec<String> =
+                placed.iter().filter(|p| !shown.contains_key(&p.codemark)).map(|p| p.codemark.clone()).collect();
+            if missing.is_empty() {
+                return; // the usual case once a document was hovered: no trip to the blocking pool
+            }
+            (home.0, missing)
         };
         let shared = self.shared.clone();
         let read = blocking(move || {

@@ -318,15 +318,7 @@ impl Workspace {
     /// answers how many it read.
     pub fn show(&mut self, idx: usize, ids: &[&str], store: &Store) -> Result<usize, String> {
         let Some(rs) = self.repos.get_mut(idx) else { return Ok(0) };
-        let mut missing: Vec<&str> = ids.iter().copied().filter(|id| !rs.shown.contains_key(*id)).collect();
-        missing.sort_unstable();
-        missing.dedup();
-        let read = store.get_many(&missing).map_err(|e| e.to_string())?;
-        let n = read.len();
-        for c in read {
-            rs.shown.insert(c.id.clone(), c);
-        }
-        Ok(n)
+        read_missing(&mut rs.shown, ids, store)
     }
 
     /// The complete codemarks in memory for a document, by id (see [`Workspace::show`]).
@@ -379,10 +371,7 @@ impl Workspace {
         let mut ids: Vec<&str> = here.keys().filter_map(|a| rs.places.get(*a)).map(|p| p.codemark.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let missing: Vec<&str> = ids.iter().copied().filter(|id| !rs.shown.contains_key(*id)).collect();
-        for c in store.get_many(&missing).map_err(|e| e.to_string())? {
-            rs.shown.insert(c.id.clone(), c);
-        }
+        read_missing(&mut rs.shown, &ids, store)?;
         let at = &here;
         let here: Vec<(&Codemark, &StoredAnchor, &Relocation)> = ids
             .iter()
@@ -424,6 +413,19 @@ impl Workspace {
         }
         Ok(found)
     }
+}
+
+/// Reads into `shown` the complete codemarks with these ids that it lacks; answers how many.
+fn read_missing(shown: &mut HashMap<String, Codemark>, ids: &[&str], store: &Store) -> Result<usize, String> {
+    let mut missing: Vec<&str> = ids.iter().copied().filter(|id| !shown.contains_key(*id)).collect();
+    missing.sort_unstable();
+    missing.dedup();
+    let read = store.get_many(&missing).map_err(|e| e.to_string())?;
+    let n = read.len();
+    for c in read {
+        shown.insert(c.id.clone(), c);
+    }
+    Ok(n)
 }
 
 /// Where each line of a text starts, to cut whole lines out of it.

@@ -137,6 +137,16 @@ impl LineMap {
         Fate::Deleted { at: start }
     }
 
+    /// For every new line, true when the diff did not keep it from the old text: written,
+    /// edited or moved there. Where moved code can have landed.
+    pub fn fresh(&self) -> Vec<bool> {
+        let mut out = vec![true; self.new_len as usize];
+        for h in self.hunks.iter().filter(|h| h.equal) {
+            out[h.new as usize..(h.new + h.new_len) as usize].fill(false);
+        }
+        out
+    }
+
     /// Where old line `line` lands when only positions matter: its new line if it was kept,
     /// otherwise the start of the new text that took its hunk's place.
     pub fn position(&self, line: u32) -> u32 {

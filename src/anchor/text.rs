@@ -19,8 +19,9 @@ pub struct Text {
     src: String,
     /// Byte range of each line's content in `src`, without its terminator.
     lines: Vec<(u32, u32)>,
-    /// Hash of each line's exact content.
-    exact: Vec<u64>,
+    /// Hash of each line's exact content, computed on first use (a version of a file that only
+    /// shifts the lines followed through it is never hashed).
+    exact: OnceLock<Vec<u64>>,
     /// Hash of each line with all whitespace removed, computed on first use.
     squashed: OnceLock<Vec<u64>>,
     /// Where each squashed hash occurs, computed on first use.
@@ -37,7 +38,10 @@ impl Text {
     pub fn from_bytes(bytes: &[u8]) -> Text {
         let binary = bytes[..bytes.len().min(BINARY_PROBE)].contains(&0);
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-        let src = String::from_utf8_lossy(bytes).into_owned();
+        let src = match std::str::from_utf8(bytes) {
+            Ok(valid) => valid.to_owned(),
+            Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        };
         Text::from_string(src, binary)
     }
 
@@ -57,22 +61,19 @@ impl Text {
         let mut lines = Vec::with_capacity(src.len() / 32 + 1);
         let mut start = 0usize;
         let bytes = src.as_bytes();
-        for (i, &b) in bytes.iter().enumerate() {
-            if b == b'\n' {
-                let end = if i > start && bytes[i - 1] == b'\r' { i - 1 } else { i };
-                lines.push((start as u32, end as u32));
-                start = i + 1;
-            }
+        for i in memchr::memchr_iter(b'\n', bytes) {
+            let end = if i > start && bytes[i - 1] == b'\r' { i - 1 } else { i };
+            lines.push((start as u32, end as u32));
+            start = i + 1;
         }
         if start < bytes.len() {
             let end = if bytes[bytes.len() - 1] == b'\r' { bytes.len() - 1 } else { bytes.len() };
             lines.push((start as u32, end as u32));
         }
-        let exact = lines.iter().map(|&(s, e)| hash_str(&src[s as usize..e as usize])).collect();
         Text {
             src,
             lines,
-            exact,
+            exact: OnceLock::new(),
             squashed: OnceLock::new(),
             index: OnceLock::new(),
             token_lines: OnceLock::new(),
@@ -113,7 +114,27 @@ impl Text {
 
     /// Exact hash of every line, in order.
     pub fn hashes(&self) -> &[u64] {
-        &self.exact
+        self.exact
+            .get_or_init(|| self.lines.iter().map(|&(s, e)| hash_str(&self.src[s as usize..e as usize])).collect())
+    }
+
+    /// How many lines `self` and `new` share at their start and at their end, byte for byte
+    /// (line endings included), without overlapping: a diff keeps those lines where they are,
+    /// or shifted by the difference in length, whatever it does in between. Cheap: no line is
+    /// hashed.
+    pub fn common_edges(&self, new: &Text) -> (u32, u32) {
+        let (a, b) = (self.src.as_bytes(), new.src.as_bytes());
+        if a == b {
+            return (self.len() as u32, 0);
+        }
+        let p = common_prefix(a, b);
+        let head = memchr::memchr_iter(b'\n', &a[..p]).count() as u32;
+        let s = common_prefix_rev(&a[p..], &b[p..]);
+        // Lines that start strictly inside the common end: their line break before them is
+        // common too, so they are lines of both texts.
+        let from = a.len() - s;
+        let tail = self.lines.iter().rev().take_while(|&&(start, _)| start as usize > from).count() as u32;
+        (head, tail.min(self.len() as u32 - head))
     }
 
     /// Whitespace-insensitive hash of every line, in order.
@@ -127,8 +148,8 @@ impl Text {
         if self.is_empty() || other.is_empty() || self.binary || other.binary {
             return 0.0;
         }
-        let mut x = self.exact.clone();
-        let mut y = other.exact.clone();
+        let mut x = self.hashes().to_vec();
+        let mut y = other.hashes().to_vec();
         x.sort_unstable();
         y.sort_unstable();
         (2 * super::similarity::common_sorted(&x, &y)) as f32 / (x.len() + y.len()) as f32
@@ -138,7 +159,7 @@ impl Text {
     pub(crate) fn occurrences(&self, line: &str) -> u32 {
         let counts = self.counts.get_or_init(|| {
             let mut counts: FxHashMap<u64, u32> = FxHashMap::default();
-            for &h in &self.exact {
+            for &h in self.hashes() {
                 *counts.entry(h).or_default() += 1;
             }
             counts
@@ -186,6 +207,33 @@ impl std::fmt::Debug for Text {
     }
 }
 
+/// Length of the common start of two byte strings, compared a word at a time.
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let mut i = 0;
+    while i + 256 <= n && a[i..i + 256] == b[i..i + 256] {
+        i += 256;
+    }
+    while i < n && a[i] == b[i] {
+        i += 1;
+    }
+    i
+}
+
+/// Length of the common end of two byte strings.
+fn common_prefix_rev(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - n..], &b[b.len() - n..]);
+    let mut i = 0;
+    while i + 256 <= n && a[n - i - 256..n - i] == b[n - i - 256..n - i] {
+        i += 256;
+    }
+    while i < n && a[n - i - 1] == b[n - i - 1] {
+        i += 1;
+    }
+    i
+}
+
 /// Hash of a line's exact content.
 pub fn hash_str(s: &str) -> u64 {
     let mut h = FxHasher::default();
@@ -195,9 +243,22 @@ pub fn hash_str(s: &str) -> u64 {
 
 /// Hash of a line with every whitespace character removed, as `git diff -w` compares lines.
 pub fn squashed_hash(s: &str) -> u64 {
+    // The bytes of the line without its whitespace, hashed at once: most lines are ASCII and
+    // short, so the bytes are gathered on the stack; other lines go through chars.
     let mut h = FxHasher::default();
-    for c in s.chars().filter(|c| !c.is_whitespace()) {
-        h.write_u32(c as u32);
+    let mut buf = [0u8; 256];
+    if s.is_ascii() && s.len() <= buf.len() {
+        let mut n = 0;
+        for &b in s.as_bytes() {
+            if !b.is_ascii_whitespace() && b != 0x0b {
+                buf[n] = b;
+                n += 1;
+            }
+        }
+        h.write(&buf[..n]);
+    } else {
+        let squashed: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+        h.write(squashed.as_bytes());
     }
     h.finish()
 }

@@ -8,10 +8,12 @@
 //! have, what the working tree changed against it, whole trees and raw blobs).
 
 mod changeset;
+mod history;
 mod identity;
 mod renames;
 
 pub use changeset::{Base, FileChange, TreeFile};
+pub use history::Route;
 pub use identity::{Relation, RepoIdentity, normalize_remote_url};
 
 use std::cell::RefCell;
@@ -127,7 +129,8 @@ pub type Changes = Arc<Vec<Changed>>;
 pub struct Repo {
     repo: Repository,
     texts: RefCell<TextCache>,
-    paths: RefCell<HashMap<(ObjectId, String), Option<ObjectId>>>,
+    /// Path lookups: path -> commit -> blob there (looked up without allocating).
+    paths: RefCell<HashMap<String, HashMap<ObjectId, Option<ObjectId>>>>,
     changes: RefCell<HashMap<(ObjectId, Target), Changes>>,
     renames: RefCell<HashMap<(ObjectId, String, Target), Option<String>>>,
     /// Renames by content: the same blob at the same path goes the same way, whichever commit
@@ -135,6 +138,9 @@ pub struct Repo {
     renames_by_blob: RefCell<HashMap<(ObjectId, String, Target), Option<String>>>,
     worktree_files: RefCell<Option<Arc<BTreeSet<String>>>>,
     blob_reads: std::cell::Cell<usize>,
+    /// Routes through history: forward maps per target, backward maps per older commit.
+    toward: RefCell<HashMap<ObjectId, history::Toward>>,
+    down: RefCell<HashMap<ObjectId, history::Down>>,
 }
 
 #[derive(Default)]
@@ -173,6 +179,8 @@ impl Repo {
             renames_by_blob: RefCell::default(),
             worktree_files: RefCell::default(),
             blob_reads: std::cell::Cell::new(0),
+            toward: RefCell::default(),
+            down: RefCell::default(),
         }
     }
 
@@ -254,8 +262,7 @@ impl Repo {
     /// The blob at `path` in `commit`; `None` when there is no such file (or it is a folder or
     /// a submodule).
     pub fn blob_at(&self, commit: ObjectId, path: &str) -> Result<Option<ObjectId>, GitError> {
-        let key = (commit, path.to_owned());
-        if let Some(&hit) = self.paths.borrow().get(&key) {
+        if let Some(&hit) = self.paths.borrow().get(path).and_then(|m| m.get(&commit)) {
             return Ok(hit);
         }
         let tree = self.tree(commit)?;
@@ -265,7 +272,7 @@ impl Repo {
             Err(e) if e.code() == git2::ErrorCode::NotFound => None,
             Err(e) => return Err(read_err(format!("{path} at {}", ObjectId(commit.0).short()), e)),
         };
-        self.paths.borrow_mut().insert(key, found);
+        self.paths.borrow_mut().entry(path.to_owned()).or_default().insert(commit, found);
         Ok(found)
     }
 
@@ -428,6 +435,10 @@ impl Repo {
         for delta in diff.deltas() {
             use git2::Delta::*;
             let Some(path) = delta.new_file().path().and_then(Path::to_str) else { continue };
+            // A submodule is a commit id, not a file: nothing to read there.
+            if delta.new_file().mode() == git2::FileMode::Commit {
+                continue;
+            }
             let present = |f: git2::DiffFile<'_>| (!f.id().is_zero()).then(|| ObjectId(f.id()));
             match delta.status() {
                 Added | Untracked | Copied | Renamed => {

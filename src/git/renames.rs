@@ -122,7 +122,7 @@ impl Repo {
 
     /// The file that `path` (at `from`) became in `target`, judged by content among the files
     /// added since: identical first, then the most similar above the threshold.
-    fn renamed_in(&self, from: ObjectId, path: &str, target: Target) -> Result<Option<String>, GitError> {
+    pub fn renamed_in(&self, from: ObjectId, path: &str, target: Target) -> Result<Option<String>, GitError> {
         let Some(blob) = self.blob_at(from, path)? else { return Ok(None) };
         let changes = self.changes(from, target)?;
         let added: Vec<&Changed> = changes.iter().filter(|c| c.old.is_none()).collect();

@@ -10,6 +10,8 @@
 //! - [`linemap`]: one line diff per (old, new) pair, with edited lines paired inside hunks.
 //! - [`search`]: finding anchored text that moved, was reformatted or slightly edited.
 //! - [`relocate`](mod@relocate): the decision that combines them into `intact | modified | deleted`.
+//! - [`trail`]: following anchored lines through a file's history one version at a time, with
+//!   lines moved within or between files found again in the step that moved them.
 //! - [`track`]: following anchors through an editor's live edits without re-diffing.
 
 pub mod document;
@@ -19,6 +21,7 @@ pub mod search;
 mod similarity;
 pub mod text;
 pub mod track;
+pub mod trail;
 
 pub use document::Document;
 pub use linemap::LineMap;

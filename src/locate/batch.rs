@@ -121,6 +121,19 @@ pub struct Answer {
     pub via: Option<&'static str>,
 }
 
+/// Locates one case; a panic in the engine (a bug) answers this case `unknown` and the batch
+/// goes on.
+fn locate_one(locator: &Locator<'_>, case: &Case, explain: bool) -> Answer {
+    let anchor = &case.anchor;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| locator.locate(anchor))) {
+        Ok(located) => Answer::located(case.id.clone(), located, explain),
+        Err(_) => Answer::unknown(
+            case.id.clone(),
+            "internal error while locating this case (a bug in marginalia: please report it with the case)".into(),
+        ),
+    }
+}
+
 impl Answer {
     pub fn located(id: Value, located: Located, explain: bool) -> Answer {
         match located {
@@ -204,16 +217,18 @@ fn sort_for_locality(cases: &mut [(usize, Case)]) {
 pub fn answer_all(lines: &[String], locator: &Locator<'_>, explain: bool, tick: &dyn Fn()) -> Vec<Answer> {
     let Parsed { mut answers, mut cases } = parse_all(lines);
     sort_for_locality(&mut cases);
+    locator.prepare(cases.iter().map(|(_, c)| c.anchor.commit.as_str()));
     for (slot, case) in cases {
-        answers[slot] = Some(Answer::located(case.id, locator.locate(&case.anchor), explain));
+        answers[slot] = Some(locate_one(locator, &case, explain));
         tick();
     }
     answers.into_iter().flatten().collect()
 }
 
 /// Answers a batch on `threads` threads, each with its own handle on the repository at `dir`
-/// (git2 handles are not shared between threads). Cases are split by file path, so the
-/// versions of one file, which share reads and diffs, stay on one thread.
+/// (git2 handles are not shared between threads). The cases of one file stay together (its
+/// versions, reads and diffs are shared by them); files are handed out biggest first to
+/// whichever thread is free, so one heavily discussed file does not leave the others idle.
 pub fn answer_all_parallel(
     lines: &[String],
     dir: &Path,
@@ -222,38 +237,53 @@ pub fn answer_all_parallel(
     explain: bool,
     tick: &(dyn Fn() + Sync),
 ) -> Vec<Answer> {
-    let Parsed { mut answers, cases } = parse_all(lines);
+    let Parsed { mut answers, mut cases } = parse_all(lines);
     let threads = threads.clamp(1, cases.len().max(1));
-    let mut buckets: Vec<Vec<(usize, Case)>> = (0..threads).map(|_| Vec::new()).collect();
+    sort_for_locality(&mut cases);
+    let mut files: Vec<Vec<(usize, Case)>> = Vec::new();
     for (slot, case) in cases {
-        let k = (crate::anchor::text::hash_str(&case.anchor.path) % threads as u64) as usize;
-        buckets[k].push((slot, case));
+        match files.last_mut() {
+            Some(group) if group[0].1.anchor.path == case.anchor.path => group.push((slot, case)),
+            _ => files.push(vec![(slot, case)]),
+        }
     }
+    files.sort_by_key(|group| std::cmp::Reverse(group.len()));
+    let commits: Vec<&str> = files.iter().flatten().map(|(_, c)| c.anchor.commit.as_str()).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let done: Vec<Vec<(usize, Answer)>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = buckets
-            .into_iter()
-            .map(|mut bucket| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (files, next, commits) = (&files, &next, &commits);
                 scope.spawn(move || {
-                    sort_for_locality(&mut bucket);
                     let repo = match Repo::discover(dir) {
                         Ok(repo) => repo,
                         Err(e) => {
                             let why = e.to_string();
-                            return bucket
-                                .into_iter()
-                                .map(|(slot, c)| (slot, Answer::unknown(c.id, why.clone())))
-                                .collect();
+                            let mut out = Vec::new();
+                            while let Some(group) = files.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                                out.extend(
+                                    group.iter().map(|(slot, c)| (*slot, Answer::unknown(c.id.clone(), why.clone()))),
+                                );
+                            }
+                            return out;
                         }
                     };
                     let locator = Locator::new(&repo, target);
-                    bucket
-                        .into_iter()
-                        .map(|(slot, case)| {
-                            let answer = Answer::located(case.id, locator.locate(&case.anchor), explain);
+                    locator.prepare(commits.iter().copied());
+                    let mut out = Vec::new();
+                    while let Some(group) = files.get(next.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) {
+                        for (slot, case) in group {
+                            out.push((*slot, locate_one(&locator, case, explain)));
                             tick();
-                            (slot, answer)
-                        })
-                        .collect()
+                        }
+                    }
+                    tracing::debug!(
+                        cases = out.len(),
+                        blob_reads = repo.blob_reads(),
+                        diffs = locator.diffs_computed(),
+                        "locate worker done"
+                    );
+                    out
                 })
             })
             .collect();

@@ -8,12 +8,13 @@
 //! [`batch`] is the stable JSON Lines interface of `marginalia locate --batch`.
 
 pub mod batch;
+mod walk;
 
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::anchor::{Anchor, Files, LineMap, Relocation, Sources, Text, relocate};
+use crate::anchor::{Anchor, Files, LineMap, Relocation, Sources, Status, Text, Via, relocate};
 use crate::git::{File, GitError, ObjectId, Repo, Target};
 
 /// Files read when searching a whole tree for an anchor whose commit is missing.
@@ -52,6 +53,10 @@ pub struct Locator<'r> {
     whole_tree: OnceCell<Files>,
     /// Working-tree files read so far: the disk is read and hashed once per path and pass.
     on_disk: RefCell<HashMap<String, Option<File>>>,
+    /// What each step of history wrote, for lines lost in it (see `walk`).
+    written: RefCell<HashMap<(ObjectId, Target), Arc<walk::Written>>>,
+    /// Lines two versions share at their start and end, per pair of versions.
+    edges: RefCell<HashMap<(ObjectId, ObjectId), (u32, u32)>>,
 }
 
 impl<'r> Locator<'r> {
@@ -63,11 +68,30 @@ impl<'r> Locator<'r> {
             moved_into: RefCell::default(),
             whole_tree: OnceCell::new(),
             on_disk: RefCell::default(),
+            written: RefCell::default(),
+            edges: RefCell::default(),
         }
     }
 
     pub fn target(&self) -> Target {
         self.target
+    }
+
+    /// Tells the locator which anchors' commits are coming, so the history between them and
+    /// the target is walked once for all of them rather than once each. Optional; unknown or
+    /// missing commits are ignored.
+    pub fn prepare<'a>(&self, commits: impl IntoIterator<Item = &'a str>) {
+        let end = match self.target {
+            Target::Commit(t) => Some(t),
+            Target::Worktree => self.repo.head(),
+        };
+        let Some(end) = end else { return };
+        let mut ids: Vec<ObjectId> = commits.into_iter().filter_map(|c| self.repo.commit(c).ok().flatten()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        if let Err(e) = self.repo.prepare_routes(&ids, end) {
+            tracing::debug!("preparing routes: {e}");
+        }
     }
 
     /// How many line diffs were computed: one per distinct (old blob, new blob) pair.
@@ -103,6 +127,9 @@ impl<'r> Locator<'r> {
             return Err(Why::Unknown(format!("{} does not exist at commit {}", anchor.path, commit.short())));
         };
         let old = self.repo.text(old_blob, &anchor.path)?;
+        if let Some(walked) = self.try_walk(anchor, commit, &old)? {
+            return Ok(walked);
+        }
         let new_path = self.repo.follow(commit, &anchor.path, self.target)?;
         let new = match &new_path {
             Some(p) => self.file(p)?,
@@ -117,6 +144,42 @@ impl<'r> Locator<'r> {
             others: Some(&others),
         };
         Ok(relocate(anchor, &src))
+    }
+
+    /// Follows the anchor through history when its lines are the commit's and a route exists.
+    fn try_walk(
+        &self,
+        anchor: &Anchor,
+        commit: ObjectId,
+        old: &Text,
+    ) -> Result<Option<Result<Relocation, crate::anchor::Unlocatable>>, GitError> {
+        let range = anchor.lines;
+        if old.is_binary() {
+            return Ok(Some(Err(crate::anchor::Unlocatable::Binary { path: anchor.path.clone() })));
+        }
+        if range.end as usize > old.len() {
+            // Past the end of the commit's file: only its text can place it (the two ends).
+            return Ok(None);
+        }
+        if let Some(text) = &anchor.text {
+            let committed: Vec<&str> = old.lines(range.start as usize - 1..range.end as usize).collect();
+            if crate::anchor::text::split_lines(text) != committed {
+                return Ok(None);
+            }
+        }
+        // The same lines, once and only once at both ends, in the same file: nothing to follow.
+        if let Some(new) = self.file(&anchor.path)?
+            && !new.text.is_binary()
+            && let Some(lines) = crate::anchor::trail::unmistakable(old, range, &new.text)
+        {
+            return Ok(Some(Ok(Relocation {
+                status: Status::Intact,
+                path: anchor.path.clone(),
+                lines,
+                via: Via::Diff,
+            })));
+        }
+        self.walk(anchor, commit, old)
     }
 
     /// No usable commit: search the anchored text at the same path, then everywhere.
@@ -144,16 +207,6 @@ impl<'r> Locator<'r> {
         let f = self.repo.file(self.target, path)?;
         self.on_disk.borrow_mut().insert(path.to_owned(), f.clone());
         Ok(f)
-    }
-
-    fn line_map(&self, old_id: ObjectId, old: &Text, new_id: ObjectId, new: &Text) -> Arc<LineMap> {
-        let key = (old_id, new_id);
-        if let Some(m) = self.maps.borrow().get(&key) {
-            return m.clone();
-        }
-        let map = Arc::new(LineMap::new(old, new));
-        self.maps.borrow_mut().insert(key, map.clone());
-        map
     }
 
     /// Files that `commit..target` added or changed: where code leaving its file can have

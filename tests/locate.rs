@@ -321,3 +321,178 @@ fn a_batch_on_several_threads_answers_exactly_as_on_one() {
     assert_eq!(one, three);
     assert!(one.iter().any(|a| a.status == "modified") && one.iter().any(|a| a.path.as_deref() == Some("moved/f4.rs")));
 }
+
+// Failure patterns seen on real histories, each rebuilt as a small real history.
+
+const HOOKS: &str = r#"class App:
+    def before_app_request(self, f):
+        """Register a function to run before each request to the app."""
+        self.before_request_funcs.setdefault(None, []).append(f)
+        return f
+
+    def after_app_request(self, f):
+        """Register a function to run after each request to the app."""
+        self.after_request_funcs.setdefault(None, []).append(f)
+        return f
+
+    def teardown_app_request(self, f):
+        """Register a function to run at the end of each request."""
+        self.teardown_request_funcs.setdefault(None, []).append(f)
+        return f
+"#;
+
+#[test]
+fn a_deleted_function_is_deleted_not_its_look_alike_sibling() {
+    let r = Scratch::new();
+    r.write("app.py", HOOKS);
+    let c = r.commit("hooks");
+    // Later work around it, then the function goes; its siblings stay.
+    r.write("app.py", HOOKS.replace("class App:\n", "import functools\n\n\nclass App:\n"));
+    r.commit("imports");
+    let before = "    def before_app_request(self, f):\n        \"\"\"Register a function to run before each request to the app.\"\"\"\n        self.before_request_funcs.setdefault(None, []).append(f)\n        return f\n\n";
+    r.write("app.py", HOOKS.replace("class App:\n", "import functools\n\n\nclass App:\n").replace(before, ""));
+    r.commit("before_app_request goes");
+    let got = locate(&r, None, &[case("a", &c, "app.py", 2, 5), case("b", &c, "app.py", 4, 4)]);
+    assert_eq!(got[0]["status"], "deleted", "{}", got[0]);
+    assert_eq!(got[1]["status"], "deleted", "{}", got[1]);
+    // Where it used to be: its own file, between the lines that stood around it.
+    assert_eq!(got[0]["path"], "app.py");
+}
+
+#[test]
+fn a_look_alike_in_another_module_is_not_where_deleted_code_went() {
+    let r = Scratch::new();
+    let handler = |name: &str| {
+        format!(
+            "pub async fn {name}(state: State) -> Response {{\n    let Some(user) = state.user().await else {{\n        return (StatusCode::INTERNAL_SERVER_ERROR, \"no user\").into_response();\n    }};\n    render(user)\n}}\n"
+        )
+    };
+    r.write("src/users.rs", format!("use crate::prelude::*;\n\n{}", handler("show_user")));
+    r.write("src/teams.rs", format!("use crate::prelude::*;\n\n{}", handler("show_team")));
+    let c = r.commit("handlers");
+    // The user handler is deleted while the team one is rewritten in the same commit.
+    r.write("src/users.rs", "use crate::prelude::*;\n");
+    r.write("src/teams.rs", format!("use crate::prelude::*;\n\n{}// teams\n", handler("show_team")));
+    r.commit("users move to the new API");
+    let got = locate(&r, None, &[case("a", &c, "src/users.rs", 3, 8), case("b", &c, "src/users.rs", 5, 5)]);
+    assert_eq!(got[0]["status"], "deleted", "{}", got[0]);
+    assert_eq!(got[1]["status"], "deleted", "{}", got[1]);
+}
+
+#[test]
+fn a_range_with_lines_inserted_inside_spans_from_first_to_last_survivor() {
+    let r = Scratch::new();
+    let lines: Vec<String> = (1..=40).map(|i| format!("    total += weight_{i} * factor({i});")).collect();
+    r.write("calc.rs", lines.join("\n") + "\n");
+    let c = r.commit("first");
+    let mut edited = lines.clone();
+    // Ten lines inserted after the anchor's third line, and its first and last lines edited.
+    for k in 0..10 {
+        edited.insert(13 + k, format!("    debug_assert!(weight_{k} >= 0.0, \"inserted {k}\");"));
+    }
+    edited[10] = "    total += weight_11 * factor(11) * 2;".into();
+    edited[33] = "    total -= weight_24 * factor(24);".into();
+    r.write("calc.rs", edited.join("\n") + "\n");
+    r.commit("insert checks");
+    let got = strip(locate(&r, None, &[case("a", &c, "calc.rs", 11, 24), case("b", &c, "calc.rs", 30, 35)]));
+    assert_eq!(got, [answer("modified", "calc.rs", 11, 34), answer("intact", "calc.rs", 40, 45)]);
+}
+
+#[test]
+fn text_that_only_shifted_is_intact_even_beside_inserted_lines() {
+    let r = Scratch::new();
+    let lines: Vec<String> = (1..=30).map(|i| format!("let value_{i} = compute({i});")).collect();
+    r.write("a.rs", lines.join("\n") + "\n");
+    let c = r.commit("first");
+    let mut edited = lines.clone();
+    edited.insert(14, "let inserted_after = compute(0);".into());
+    edited.insert(9, "let inserted_before = compute(0);".into());
+    r.write("a.rs", edited.join("\n") + "\n");
+    r.commit("neighbours");
+    let got = strip(locate(&r, None, &[case("a", &c, "a.rs", 10, 14)]));
+    assert_eq!(got, [answer("intact", "a.rs", 11, 15)]);
+}
+
+const PARSER: &str = r#"def parse_header(line):
+    """Split a header line into its name and value."""
+    name, _, value = line.partition(":")
+    if not name or name != name.strip():
+        raise HeaderError(f"bad header name in {line!r}")
+    return name.lower(), value.strip()
+"#;
+
+#[test]
+fn code_moved_to_another_folder_and_edited_is_found_both_ways() {
+    let r = Scratch::new();
+    r.write("lib/http.py", format!("import re\n\n\n{PARSER}\n\ndef other():\n    return None\n"));
+    r.write("lib/util.py", "def util():\n    return 1\n");
+    let old = r.commit("first");
+    // One commit moves the function into another folder and edits it.
+    r.write("lib/http.py", "import re\n\n\ndef other():\n    return None\n");
+    let edited = PARSER.replace("return name.lower(), value.strip()", "return name.casefold(), value.strip()");
+    r.write("src/headers/parse.py", format!("from .errors import HeaderError\n\n\n{edited}"));
+    let new = r.commit("headers get their own package");
+    let forward = strip(locate(&r, Some(&new), &[case("a", &old, "lib/http.py", 4, 9)]));
+    assert_eq!(forward, [answer("modified", "src/headers/parse.py", 4, 9)]);
+    // A teammate on the old commit sees the discussion written on the new one.
+    let backward = strip(locate(&r, Some(&old), &[case("a", &new, "src/headers/parse.py", 4, 9)]));
+    assert_eq!(backward, [answer("modified", "lib/http.py", 4, 9)]);
+    // And a rename back in time: the file's old name.
+    r.mv("lib/util.py", "lib/helpers.py");
+    let renamed = r.commit("util -> helpers");
+    let backward = strip(locate(&r, Some(&old), &[case("b", &renamed, "lib/helpers.py", 1, 2)]));
+    assert_eq!(backward, [answer("intact", "lib/util.py", 1, 2)]);
+}
+
+#[test]
+fn submodules_symlinks_and_odd_paths_answer_or_say_why() {
+    let r = Scratch::new();
+    r.write("src/wéird name (1).rs", numbered("odd", 20));
+    r.write("vendor/lib.rs", numbered("vendored", 10));
+    r.write("target.txt", numbered("target", 5));
+    let c = r.commit("first");
+    // A submodule (a gitlink) appears beside the files and in place of one; a file becomes a
+    // symlink; the oddly named file is renamed into a folder with a space.
+    let gitlink = format!("160000,{c},vendor/sub");
+    r.git(&["update-index", "--add", "--cacheinfo", &gitlink]);
+    r.git(&["rm", "-q", "vendor/lib.rs"]);
+    let replace = format!("160000,{c},vendor/lib.rs");
+    r.git(&["update-index", "--add", "--cacheinfo", &replace]);
+    r.git(&["commit", "-q", "-m", "vendor as a submodule"]);
+    std::fs::remove_file(r.file("target.txt")).unwrap();
+    std::os::unix::fs::symlink("src/elsewhere.txt", r.file("target.txt")).unwrap();
+    r.mv("src/wéird name (1).rs", "src/new dir/ünï côde.rs");
+    r.git(&["add", "target.txt"]);
+    let head = r.git(&["commit", "-q", "-m", "symlink and rename"]);
+    let _ = head;
+    let got = locate(
+        &r,
+        Some("HEAD"),
+        &[
+            case("odd", &c, "src/wéird name (1).rs", 3, 5),
+            case("sub", &c, "vendor/lib.rs", 2, 4),
+            case("link", &c, "target.txt", 1, 2),
+        ],
+    );
+    assert_eq!(strip(got[..1].to_vec()), [answer("intact", "src/new dir/ünï côde.rs", 3, 5)]);
+    for a in &got[1..] {
+        let status = a["status"].as_str().unwrap();
+        assert!(status == "deleted" || status == "unknown" && a["reason"].is_string(), "{a}");
+        assert!(!a.to_string().contains("object not found"), "{a}");
+    }
+}
+
+#[test]
+fn a_range_ending_on_a_blank_line_keeps_it() {
+    let r = Scratch::new();
+    let body = "fn a() {\n    one();\n}\n\nfn b() {\n    two();\n}\n\n\nfn c() {}\n";
+    r.write("a.rs", body);
+    let c = r.commit("first");
+    // Untouched checkout, and a commit that leaves the range alone.
+    let got = strip(locate(&r, None, &[case("a", &c, "a.rs", 5, 8), case("b", &c, "a.rs", 4, 9)]));
+    assert_eq!(got, [answer("intact", "a.rs", 5, 8), answer("intact", "a.rs", 4, 9)]);
+    r.write("a.rs", format!("// top\n{body}"));
+    r.commit("header");
+    let got = strip(locate(&r, Some("HEAD"), &[case("a", &c, "a.rs", 5, 8), case("b", &c, "a.rs", 4, 9)]));
+    assert_eq!(got, [answer("intact", "a.rs", 6, 9), answer("intact", "a.rs", 5, 10)]);
+}

@@ -470,19 +470,20 @@ impl Trail {
                 }
             }
         }
-        // Trivial lines right before the first found one and right after the last (a closing
-        // `}`), while they read the same on the diagonal.
+        // Lines right before the first found one and right after the last, on the diagonal,
+        // while they read the same (a closing `}`) or, edited with the move, still resemble
+        // what they were: the edges of the moved code.
         if let (Some(&(first, jf)), Some(&(last, jl))) = (moved.first(), moved.last()) {
-            let reads_same = |l: &Lost, j: i64| {
-                j >= 0
-                    && (j as usize) < lsq.len()
-                    && landing.fresh[j as usize]
-                    && lsq[j as usize] == squashed[l.line as usize]
+            let carried = |l: &Lost, j: i64| {
+                let was = old.line(l.line as usize);
+                let ok = j >= 0 && (j as usize) < lsq.len() && landing.fresh[j as usize];
+                ok && (lsq[j as usize] == squashed[l.line as usize]
+                    || !is_trivial(was) && resembles(was, landing.text, j as u32))
             };
             let before = lost.iter().rev().filter(|l| l.index < first.index);
             for (n, l) in before.enumerate() {
                 let j = jf as i64 - (first.index - l.index) as i64;
-                if l.index + n + 1 != first.index || self.meaningful[l.index] || !reads_same(l, j) {
+                if l.index + n + 1 != first.index || !carried(l, j) {
                     break;
                 }
                 extra.push((*l, j as u32));
@@ -490,7 +491,7 @@ impl Trail {
             let after = lost.iter().filter(|l| l.index > last.index);
             for (n, l) in after.enumerate() {
                 let j = jl as i64 + (l.index - last.index) as i64;
-                if l.index != last.index + n + 1 || self.meaningful[l.index] || !reads_same(l, j) {
+                if l.index != last.index + n + 1 || !carried(l, j) {
                     break;
                 }
                 extra.push((*l, j as u32));

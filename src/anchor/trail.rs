@@ -667,3 +667,109 @@ const RESEMBLANCE: f32 = 0.5;
 fn substance(line: &str) -> usize {
     line.chars().filter(|c| c.is_alphanumeric()).count()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(lines: &[&str]) -> Text {
+        Text::new(lines.iter().map(|l| format!("{l}\n")).collect::<String>())
+    }
+
+    /// Steps the anchor's own file from `old` to `new`, with what the step wrote, and finishes.
+    fn one_step(old: &Text, range: LineRange, new: &Text, elsewhere: &[(&str, &Text)]) -> Ending {
+        let mut trail = Trail::new("a.rs", old, range);
+        let map = LineMap::new(old, new);
+        let fresh = map.fresh();
+        let own = Landing { path: "a.rs", text: new, fresh: &fresh };
+        let lost = trail.step(0, old, new, &map, Some(own), 1);
+        let all_fresh: Vec<Vec<bool>> = elsewhere.iter().map(|(_, t)| vec![true; t.len()]).collect();
+        let landings: Vec<Landing<'_>> =
+            (elsewhere.iter().zip(&all_fresh)).map(|((path, text), fresh)| Landing { path, text, fresh }).collect();
+        trail.rescue_elsewhere(&lost, old, &landings, 1, 0);
+        let ends: Vec<Option<&Text>> = (trail.slots().iter())
+            .map(|s| if s.path == "a.rs" { Some(new) } else { elsewhere.iter().find(|e| e.0 == s.path).map(|e| e.1) })
+            .collect();
+        trail.finish(&|slot| ends[slot], ("a.rs", range))
+    }
+
+    const SIBLINGS: [&str; 9] = [
+        "fn before_app_request(&mut self, f: Hook) {",
+        "    self.before_request_funcs.push(f);",
+        "}",
+        "",
+        "fn after_app_request(&mut self, f: Hook) {",
+        "    self.after_request_funcs.push(f);",
+        "}",
+        "",
+        "fn teardown(&mut self) {}",
+    ];
+
+    #[test]
+    fn deleted_code_is_deleted_though_a_sibling_looks_alike() {
+        let old = text(&SIBLINGS);
+        let new = text(&SIBLINGS[4..]);
+        let end = one_step(&old, LineRange::new(1, 3), &new, &[]);
+        assert_eq!(end.status, Status::Deleted);
+        assert_eq!((end.path.as_str(), end.lines), ("a.rs", LineRange::new(1, 1)));
+    }
+
+    #[test]
+    fn code_moved_in_the_same_step_is_found_where_it_was_written() {
+        let old = text(&SIBLINGS);
+        let new = text(&SIBLINGS[4..]);
+        let other = text(&["use crate::Hook;", "", SIBLINGS[0], SIBLINGS[1], SIBLINGS[2]]);
+        let end = one_step(&old, LineRange::new(1, 3), &new, &[("hooks.rs", &other)]);
+        assert_eq!((end.status, end.path.as_str(), end.lines), (Status::Intact, "hooks.rs", LineRange::new(3, 5)));
+        assert!(end.moved);
+    }
+
+    #[test]
+    fn a_move_two_places_explain_equally_is_not_taken() {
+        let old = text(&SIBLINGS);
+        let new = text(&SIBLINGS[4..]);
+        let copy = text(&[SIBLINGS[0], SIBLINGS[1], SIBLINGS[2]]);
+        let end = one_step(&old, LineRange::new(1, 3), &new, &[("x.rs", &copy), ("y.rs", &copy)]);
+        assert_eq!(end.status, Status::Deleted);
+    }
+
+    #[test]
+    fn a_closing_brace_the_diff_slid_stays_with_its_function() {
+        // Deleting the function after ours, a diff may keep its `}` and drop ours.
+        let old = text(&["fn a() {", "    first_thing();", "}", "fn b() {", "    second_thing();", "}", "tail();"]);
+        let new = text(&["// top", "fn a() {", "    first_thing();", "}", "tail();"]);
+        let end = one_step(&old, LineRange::new(1, 3), &new, &[]);
+        assert_eq!((end.status, end.lines), (Status::Intact, LineRange::new(2, 4)));
+    }
+
+    #[test]
+    fn an_edited_range_spans_its_survivors_and_what_was_inserted_between() {
+        let old = text(&["alpha_one();", "beta_two();", "gamma_three();", "delta_four();"]);
+        let new = text(&[
+            "alpha_one();",
+            "inserted_x();",
+            "inserted_y();",
+            "beta_two();",
+            "gamma_three(3);",
+            "delta_four();",
+        ]);
+        let end = one_step(&old, LineRange::new(1, 4), &new, &[]);
+        assert_eq!((end.status, end.lines), (Status::Modified, LineRange::new(1, 6)));
+    }
+
+    #[test]
+    fn unmistakable_needs_one_place_at_both_ends_and_the_same_neighbours() {
+        let old = text(&["fn a() {", "    compute_the_total(items);", "}", "fn b() {}"]);
+        let shifted = text(&["", "", "fn a() {", "    compute_the_total(items);", "}", "", "fn b() {}"]);
+        assert_eq!(unmistakable(&old, LineRange::new(1, 3), &shifted), Some(LineRange::new(3, 5)));
+        let headed = text(&["// header", "fn a() {", "    compute_the_total(items);", "}", "fn b() {}"]);
+        assert_eq!(unmistakable(&old, LineRange::new(1, 3), &headed), None, "a new neighbour: walk it");
+        let twice =
+            text(&["fn a() {", "    compute_the_total(items);", "}", "fn a() {", "    compute_the_total(items);", "}"]);
+        assert_eq!(unmistakable(&old, LineRange::new(1, 3), &twice), None);
+        let moved = text(&["fn b() {}", "fn a() {", "    compute_the_total(items);", "}"]);
+        assert_eq!(unmistakable(&old, LineRange::new(1, 3), &moved), None, "moved within the file: walk it");
+        let brace = text(&["}"]);
+        assert_eq!(unmistakable(&old, LineRange::new(3, 3), &brace), None, "a lone brace says nothing");
+    }
+}

@@ -2,13 +2,17 @@
 //!
 //! # Code map
 //!
-//! - [`anchor`]: the anchor engine, the heart. Pure: texts and edits in, locations out.
+//! - [`anchor`]: the anchor engine, the heart. Pure: texts and edits in, locations out. Lines
+//!   followed version by version (`anchor/trail.rs`), two texts compared (`relocate.rs`), live
+//!   edits tracked (`track.rs`).
 //!   **Invariant:** it knows nothing of git, disks, async, JSON or LSP.
 //! - [`git`]: reads through git2 (file text at a commit or on disk, what a range of history
-//!   changed, renames, repository identity). **Invariant:** the only module that knows git2;
+//!   changed, renames, routes between commits and where a file changed on them, repository
+//!   identity). **Invariant:** the only module that knows git2;
 //!   it never writes.
 //! - [`locate`]: relocating anchors in a repository, gluing `git` to `anchor` with the caches a
-//!   batch needs; the stable JSON Lines interface of `marginalia locate`.
+//!   batch needs: each anchor walked along its route (`locate/walk.rs`); the stable JSON Lines
+//!   interface of `marginalia locate`.
 //! - [`codemark`]: codemarks: the model, anchoring a selection (committed lines, or pending
 //!   ones anchored to their text until a commit holds them), placing anchors in the working
 //!   tree or an editor buffer. Shared by the language server and the CLI; no SQL, no LSP.

@@ -496,3 +496,32 @@ fn a_range_ending_on_a_blank_line_keeps_it() {
     let got = strip(locate(&r, Some("HEAD"), &[case("a", &c, "a.rs", 5, 8), case("b", &c, "a.rs", 4, 9)]));
     assert_eq!(got, [answer("intact", "a.rs", 6, 9), answer("intact", "a.rs", 5, 10)]);
 }
+
+#[test]
+fn from_text_alone_boilerplate_in_another_file_is_not_the_anchored_code() {
+    let r = Scratch::new();
+    let tail = "\tif err != nil {\n\t\treturn err\n\t}\n\treturn nil\n}\n";
+    r.write(
+        "doc/yaml.go",
+        format!("package doc\n\nfunc writeYaml(w io.Writer) error {{\n\t_, err := w.Write(out)\n{tail}"),
+    );
+    r.write("doc/man.go", format!("package doc\n\nfunc writeMan(w io.Writer) error {{\n\terr := render(w)\n{tail}"));
+    r.write(
+        "doc/md.go",
+        format!("package doc\n\nfunc writeMarkdown(w io.Writer) error {{\n\terr := markdown(w)\n{tail}"),
+    );
+    r.write(
+        "cmd/helpers.go",
+        "package cmd\n\nfunc helperNames() []string {\n\treturn listHelpersForTheCommandLine()\n}\n",
+    );
+    r.commit("first");
+    // The anchor's commit is not here (a shallow checkout): only its text is.
+    let missing = "0123456789abcdef0123456789abcdef01234567";
+    let boilerplate = json!({"id": "b", "commit": missing, "path": "cmd/helpers.go", "start": 9, "end": 13,
+        "text": "\tif err != nil {\n\t\treturn err\n\t}\n\treturn nil\n}"});
+    let rare = json!({"id": "r", "commit": missing, "path": "cmd/old_helpers.go", "start": 3, "end": 5,
+        "text": "func helperNames() []string {\n\treturn listHelpersForTheCommandLine()\n}"});
+    let got = locate(&r, Some("HEAD"), &[boilerplate, rare]);
+    assert_eq!(got[0]["status"], "deleted", "{}", got[0]);
+    assert_eq!(got[1], json!({"id": "r", "status": "intact", "path": "cmd/helpers.go", "start": 3, "end": 5}));
+}

@@ -23,7 +23,7 @@
 use std::sync::Arc;
 
 use super::linemap::{Fate, LineMap};
-use super::search::{Candidate, Hay, Names, Needle, Tier, search, search_names};
+use super::search::{Candidate, Hay, Names, Needle, Tier, rare_enough, search, search_names};
 use super::text::{Text, split_lines};
 use super::{Anchor, CONTEXT_LINES, LineRange, Status, Unlocatable, Via};
 
@@ -129,7 +129,7 @@ fn by_diff(
 ) -> Relocation {
     let (Some(map), Some((new_path, new))) = (map, src.new) else {
         // The file is gone: it may live on in another file, or it was deleted with its file.
-        return match find(needle, src, None, Via::Search).map(|f| f.0) {
+        return match find(needle, src, None, &anchor.path, Via::Search).map(|f| f.0) {
             Some(found) => found,
             None => {
                 Relocation { status: Status::Deleted, path: anchor.path.clone(), lines: anchor.lines, via: Via::Diff }
@@ -182,7 +182,7 @@ fn by_diff(
     // The diff lost most of it. Look for it before settling for what little stayed: an exact
     // or whitespace-only match anywhere, or a fuzzy one in its own file, is good evidence;
     let near = map.position(s);
-    let found = find(needle, src, Some((new_path, new, near)), Via::Search);
+    let found = find(needle, src, Some((new_path, new, near)), &anchor.path, Via::Search);
     let beats = |c: &Candidate| 2 * c.matched > strength;
     if let Some((r, c)) = &found
         && (c.tier > Tier::Fuzzy || (beats(c) && r.path == new_path))
@@ -215,7 +215,7 @@ fn by_text(
     hint: Option<u32>,
 ) -> Result<Relocation, Unlocatable> {
     let new = src.new.map(|(p, t)| (p, t, hint.unwrap_or(0)));
-    if let Some((found, _)) = find(needle, src, new, Via::Text) {
+    if let Some((found, _)) = find(needle, src, new, &anchor.path, Via::Text) {
         return Ok(found);
     }
     // With no original file, rarity is judged where the anchor is looked for.
@@ -309,11 +309,13 @@ fn by_names(
 
 /// Searches the anchor's own file first (`new`, with the line it would be at); only when that
 /// does not give a unique exact match are the other files read and searched along with it.
-/// The best candidate is `intact` only when it is exact and nothing ties with it.
+/// The best candidate is `intact` only when it is exact and nothing ties with it. `home` is
+/// the anchor's path at its commit.
 fn find(
     needle: &Needle,
     src: &Sources<'_>,
     new: Option<(&str, &Text, u32)>,
+    home: &str,
     via: Via,
 ) -> Option<(Relocation, Candidate)> {
     let answer = |found: &[Candidate], path: &dyn Fn(usize) -> String| -> Option<(Relocation, Candidate)> {
@@ -339,7 +341,19 @@ fn find(
     let empty = Text::new("");
     let mut hays = vec![own.into_iter().next().unwrap_or(Hay { text: &empty, near: None })];
     hays.extend(others.iter().map(|(_, text)| Hay { text, near: None }));
-    let found = search(needle, &hays);
+    let mut found = search(needle, &hays);
+    // Another file holds the anchored code only on evidence that code like it cannot supply:
+    // rare lines, or the whole block, exactly, in one place only. A file of the same name
+    // elsewhere (a crate or package moved) is most likely the anchor's own file, renamed.
+    let exact = found.iter().filter(|c| c.tier == Tier::Exact).count();
+    let name = |p: &str| p.rsplit('/').next().unwrap_or(p).to_owned();
+    let same_name = |k: usize| k > 0 && name(&others[k - 1].0) == name(home);
+    found.retain(|c| {
+        c.hay == 0
+            || same_name(c.hay)
+            || rare_enough(needle, &hays, c)
+            || c.tier == Tier::Exact && exact == 1 && needle.substantial()
+    });
     answer(&found, &|k| if k == 0 { own_path.clone() } else { others[k - 1].0.clone() })
 }
 

@@ -28,7 +28,17 @@ pub struct Needle {
     only_trivial: bool,
     before: Vec<u64>,
     after: Vec<u64>,
+    /// Letters and digits of each line: the weight of its evidence.
+    substance: Vec<usize>,
 }
+
+/// A line found this many times or fewer among all the texts searched is rare: evidence that a
+/// place in another file holds the anchored code rather than code like it.
+const RARE: usize = 2;
+
+/// Letters and digits that rare lines must carry for a candidate in another file, as a move in
+/// git blame's `-M`/`-C` must.
+const RARE_SUBSTANCE: usize = 20;
 
 /// A line found this many times in its own file (`where`, `Ok(())`, a generated
 /// `V: Visit + ?Sized,`) says nothing about where code went: it must still match, but it
@@ -66,6 +76,7 @@ impl Needle {
             only_trivial,
             before: before.into_iter().map(squashed_hash).collect(),
             after: after.into_iter().map(squashed_hash).collect(),
+            substance: lines.iter().map(|l| l.chars().filter(|c| c.is_alphanumeric()).count()).collect(),
         }
     }
 
@@ -80,6 +91,12 @@ impl Needle {
     /// True when anchored line `i` votes (counts as evidence).
     pub fn votes(&self, i: usize) -> bool {
         self.voters.binary_search(&i).is_ok()
+    }
+
+    /// True when the anchored lines carry enough letters and digits to be told apart from
+    /// other code, as a move must in git blame.
+    pub fn substantial(&self) -> bool {
+        self.substance.iter().sum::<usize>() >= RARE_SUBSTANCE
     }
 
     /// Number of meaningful lines, the denominator of a fuzzy score.
@@ -168,6 +185,24 @@ pub fn search(needle: &Needle, hays: &[Hay<'_>]) -> Vec<Candidate> {
     out.retain(|c| acceptable(needle, c));
     out.sort_by_key(|c| c.rank());
     out
+}
+
+/// True when candidate `c` holds enough of the anchored lines that are rare among all of
+/// `hays` (found at most [`RARE`] times in them together) to say it is the anchored code and
+/// not code like it: an `if err != nil { return err }` or a `Run: func(cmd ...)` is everywhere.
+pub fn rare_enough(needle: &Needle, hays: &[Hay<'_>], c: &Candidate) -> bool {
+    let text = hays[c.hay].text;
+    let index = text.index();
+    let weight: usize = (needle.voters.iter())
+        .filter(|&&i| !needle.only_trivial && needle.substance[i] > 0)
+        .filter(|&&i| {
+            let h = needle.squashed[i];
+            let inside = index.get(&h).is_some_and(|at| at.iter().any(|&j| j >= c.start && j <= c.end));
+            inside && hays.iter().map(|hay| hay.text.index().get(&h).map_or(0, Vec::len)).sum::<usize>() <= RARE
+        })
+        .map(|&i| needle.substance[i])
+        .sum();
+    weight >= RARE_SUBSTANCE
 }
 
 /// The diagonals with the most distinct voting lines, most first.

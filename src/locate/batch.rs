@@ -227,8 +227,8 @@ pub fn answer_all(lines: &[String], locator: &Locator<'_>, explain: bool, tick: 
 
 /// Answers a batch on `threads` threads, each with its own handle on the repository at `dir`
 /// (git2 handles are not shared between threads). The cases of one file stay together (its
-/// versions, reads and diffs are shared by them); files are handed out biggest first to
-/// whichever thread is free, so one heavily discussed file does not leave the others idle.
+/// versions, reads and diffs are shared by them); files are handed out in path order (git's
+/// delta cache holds the bases of neighbouring files) to whichever thread is free.
 pub fn answer_all_parallel(
     lines: &[String],
     dir: &Path,
@@ -247,7 +247,6 @@ pub fn answer_all_parallel(
             _ => files.push(vec![(slot, case)]),
         }
     }
-    files.sort_by_key(|group| std::cmp::Reverse(group.len()));
     let commits: Vec<&str> = files.iter().flatten().map(|(_, c)| c.anchor.commit.as_str()).collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
     let done: Vec<Vec<(usize, Answer)>> = std::thread::scope(|scope| {

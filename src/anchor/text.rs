@@ -207,7 +207,7 @@ impl std::fmt::Debug for Text {
     }
 }
 
-/// Length of the common start of two byte strings, compared a word at a time.
+/// Length of the common start of two byte strings, compared 256 bytes at a time.
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {
     let n = a.len().min(b.len());
     let mut i = 0;

@@ -184,7 +184,7 @@ impl Trail {
     /// `step` of the route. `own` is the new version with the lines the step wrote in it, given
     /// when the step disturbs the slot's meaningful lines ([`Trail::disturbed`]). Returns the
     /// lines still lost: the caller may look for them in the other files the step wrote
-    /// ([`Trail::rescue_elsewhere`]).
+    /// ([`Trail::rescue`]).
     ///
     /// A block of anchored lines that the step wrote again, exactly, among the lines it wrote,
     /// while the place it was at was edited or deleted, moved: the copy is the anchored code (as
@@ -283,12 +283,6 @@ impl Trail {
         meaningful.iter().map(|l| squashed[l.line as usize]).collect()
     }
 
-    /// Looks for `lost` (lines of `old`, lost from slot `slot` at step `step`) among the lines
-    /// the step wrote in other files.
-    pub fn rescue_elsewhere(&mut self, lost: &[Lost], old: &Text, landings: &[Landing<'_>], step: usize, slot: usize) {
-        self.rescue(lost, old, landings, step, slot);
-    }
-
     /// Runs of slot `slot`'s lines (at their places in `old`) that the step wrote again, whole
     /// and unchanged, among fresh lines of `landings`: which landing, and where each line went.
     #[allow(clippy::type_complexity)]
@@ -305,7 +299,7 @@ impl Trail {
     }
 
     /// Slot `slot`'s file is gone: its lines are lost (the caller may look for them where the
-    /// step wrote, [`Trail::rescue_elsewhere`]).
+    /// step wrote, [`Trail::rescue`]).
     pub fn gone(&mut self, slot: usize) -> Vec<Lost> {
         let mut lost = Vec::new();
         for (i, place) in self.at.iter_mut().enumerate() {
@@ -322,8 +316,9 @@ impl Trail {
 
     /// Looks for `lost` (lines of `old`, the version they were lost from) among the lines the
     /// same step wrote in `landings`. Lines found again join the slot of their new file (made at
-    /// step `step` when new). Returns the lines still lost.
-    fn rescue(
+    /// step `step` when new; `current` is the slot they were lost from). Returns the lines still
+    /// lost.
+    pub fn rescue(
         &mut self,
         lost: &[Lost],
         old: &Text,
@@ -686,7 +681,7 @@ mod tests {
         let all_fresh: Vec<Vec<bool>> = elsewhere.iter().map(|(_, t)| vec![true; t.len()]).collect();
         let landings: Vec<Landing<'_>> =
             (elsewhere.iter().zip(&all_fresh)).map(|((path, text), fresh)| Landing { path, text, fresh }).collect();
-        trail.rescue_elsewhere(&lost, old, &landings, 1, 0);
+        trail.rescue(&lost, old, &landings, 1, 0);
         let ends: Vec<Option<&Text>> = (trail.slots().iter())
             .map(|s| if s.path == "a.rs" { Some(new) } else { elsewhere.iter().find(|e| e.0 == s.path).map(|e| e.1) })
             .collect();

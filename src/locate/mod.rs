@@ -209,6 +209,18 @@ impl<'r> Locator<'r> {
         Ok(f)
     }
 
+    /// The line diff from `old` to `new`, computed once per pair of versions and shared by
+    /// every anchor on them.
+    fn line_map(&self, old_id: ObjectId, old: &Text, new_id: ObjectId, new: &Text) -> Arc<LineMap> {
+        let key = (old_id, new_id);
+        if let Some(m) = self.maps.borrow().get(&key) {
+            return m.clone();
+        }
+        let map = Arc::new(LineMap::new(old, new));
+        self.maps.borrow_mut().insert(key, map.clone());
+        map
+    }
+
     /// Files that `commit..target` added or changed: where code leaving its file can have
     /// gone. (Over a long range, a file that received code may also have lost more than it
     /// gained, so "grew" is not a safe filter.)

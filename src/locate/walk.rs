@@ -164,7 +164,7 @@ impl Locator<'_> {
             return Ok(());
         }
         let landings = self.landings(parent, child, own, &wanted)?;
-        trail.rescue_elsewhere(lost, old, &landings.borrowed(), j, s);
+        trail.rescue(lost, old, &landings.borrowed(), j, s);
         Ok(())
     }
 
@@ -265,16 +265,6 @@ impl Locator<'_> {
     /// A blob's text when it can be searched for moved lines: not binary, not huge.
     fn readable_blob(&self, id: ObjectId, path: &str) -> Option<Arc<Text>> {
         self.repo.text(id, path).ok().filter(|t| readable(t))
-    }
-
-    pub(super) fn line_map(&self, old_id: ObjectId, old: &Text, new_id: ObjectId, new: &Text) -> Arc<LineMap> {
-        let key = (old_id, new_id);
-        if let Some(m) = self.maps.borrow().get(&key) {
-            return m.clone();
-        }
-        let map = Arc::new(LineMap::new(old, new));
-        self.maps.borrow_mut().insert(key, map.clone());
-        map
     }
 }
 
